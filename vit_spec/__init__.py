@@ -1,0 +1,23 @@
+"""Framework-free description of the ViT twins: config, variants, weight layout and file format.
+
+Imports neither jax nor torch.
+"""
+
+from vit_spec.config import VARIANTS, ConfigError, ViTConfig
+from vit_spec.layout import WeightsError, check_weights, num_params, param_shapes, sincos_2d
+from vit_spec.weights_file import atomic_path, load_weights, read_metadata, save_weights
+
+__all__ = [
+    "VARIANTS",
+    "ConfigError",
+    "ViTConfig",
+    "WeightsError",
+    "atomic_path",
+    "check_weights",
+    "load_weights",
+    "num_params",
+    "param_shapes",
+    "read_metadata",
+    "save_weights",
+    "sincos_2d",
+]

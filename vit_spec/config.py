@@ -1,0 +1,260 @@
+"""ViTConfig: the one description of a Vision Transformer that both frameworks build from."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+# big_vision's variant table (big_vision/models/vit.py: decode_variant).
+_WIDTH = {"mu": 32, "Ti": 192, "S": 384, "M": 512, "B": 768, "L": 1024, "H": 1280}
+_DEPTH = {"mu": 1, "Ti": 12, "S": 12, "M": 12, "B": 12, "L": 24, "H": 32}
+_MLP_DIM = {"mu": 128, "Ti": 768, "S": 1536, "M": 2048, "B": 3072, "L": 4096, "H": 5120}
+_HEADS = {"mu": 2, "Ti": 3, "S": 6, "M": 8, "B": 12, "L": 16, "H": 16}
+
+# The tutorial's CIFAR-10 model: patch 4, width 128, depth 4, 8 heads, MLP 256.
+_TUTORIAL = dict(image_size=32, patch_size=4, num_classes=10, width=128, depth=4, heads=8, mlp_dim=256)
+
+VARIANTS = tuple(f"{name}/<patch>" for name in _WIDTH) + ("tutorial",)
+
+POOLS = ("cls", "mean")
+POS_EMBEDS = ("learned", "sincos2d")
+GELUS = ("exact", "tanh")
+
+
+class ConfigError(ValueError):
+    """A ViTConfig that cannot describe a working model."""
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}") from None
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ConfigError(f"{name} must be an int or (height, width) of ints, got {value!r}")
+    if min(pair) <= 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return pair
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """A standard pre-norm Vision Transformer (ViT paper, big_vision, timm).
+
+    Args:
+        image_size: input size, an int or (height, width).
+        patch_size: patch size, an int or (height, width); must divide image_size.
+        channels: input channels.
+        num_classes: classifier outputs; 0 means no head (the model returns pre-logits).
+        width: token width (embed_dim / hidden_size).
+        depth: number of encoder blocks.
+        heads: attention heads; must divide width.
+        mlp_dim: hidden width of each block's MLP.
+        qkv_bias: whether the fused q/k/v projection has a bias.
+        pool: "cls" (a [CLS] token) or "mean" (no [CLS] token; mean of the normed tokens).
+        pos_embed: "learned" or "sincos2d" (fixed, big_vision's 2-D sin-cos).
+        layer_norm_eps: LayerNorm epsilon (1e-6 in Google's checkpoints and timm).
+        dropout: dropout after the position embedding, the attention output and in the MLP.
+        attention_dropout: dropout on the attention probabilities.
+        drop_path: stochastic depth rate of the last block (linearly increasing from 0).
+        representation_size: width of the tanh pre-logits layer, or None for none.
+        gelu: "exact" (erf; timm, PyTorch) or "tanh" (the approximation; Flax's default, Google's checkpoints).
+        image_mean, image_std: how [0, 1] pixels are normalised, (x - mean) / std, before the model.
+            Metadata for data pipelines: the model itself takes normalised images.
+    """
+
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    channels: int = 3
+    num_classes: int = 1000
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_dim: int = 3072
+    qkv_bias: bool = True
+    pool: str = "cls"
+    pos_embed: str = "learned"
+    layer_norm_eps: float = 1e-6
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    drop_path: float = 0.0
+    representation_size: int | None = None
+    gelu: str = "exact"
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep hashable, comparable tuples.
+        for name in ("image_size", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{name} must be a sequence of numbers, one per channel, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        self._validate()
+
+    def _validate(self) -> None:
+        image, patch = _pair("image_size", self.image_size), _pair("patch_size", self.patch_size)
+        for name in ("channels", "width", "depth", "heads", "mlp_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 0:
+            raise ConfigError(f"num_classes must be an int >= 0 (0: no head), got {self.num_classes!r}")
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ConfigError(
+                f"image_size {image} is not divisible by patch_size {patch}: "
+                "pick a patch size that divides the image height and width"
+            )
+        if self.width % self.heads:
+            raise ConfigError(
+                f"width {self.width} is not divisible by heads {self.heads}: "
+                f"each head gets width/heads channels (try heads in {_divisors(self.width)})"
+            )
+        if self.pool not in POOLS:
+            raise ConfigError(f"unknown pool {self.pool!r}: use one of {POOLS}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ConfigError(f"unknown pos_embed {self.pos_embed!r}: use one of {POS_EMBEDS}")
+        if self.pos_embed == "sincos2d" and self.width % 4:
+            raise ConfigError(f"pos_embed='sincos2d' needs width divisible by 4, got width {self.width}")
+        if self.gelu not in GELUS:
+            raise ConfigError(f"unknown gelu {self.gelu!r}: use one of {GELUS}")
+        if not isinstance(self.qkv_bias, bool):
+            raise ConfigError(f"qkv_bias must be True or False, got {self.qkv_bias!r}")
+        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
+            raise ConfigError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
+        for name in ("dropout", "attention_dropout", "drop_path"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise ConfigError(f"{name} must be a rate in [0, 1), got {value!r}")
+        rep = self.representation_size
+        if rep is not None and (not isinstance(rep, int) or isinstance(rep, bool) or rep <= 0):
+            raise ConfigError(f"representation_size must be a positive int or None, got {rep!r}")
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != self.channels:
+                raise ConfigError(
+                    f"{name} has {len(getattr(self, name))} values but channels is {self.channels}: give one per channel"
+                )
+        if any(s <= 0 for s in self.image_std):
+            raise ConfigError(f"image_std must be positive, got {self.image_std}")
+
+    # Derived sizes.
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return _pair("image_size", self.image_size)
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair("patch_size", self.patch_size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patches along height and width."""
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        return h // ph, w // pw
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.pool == "cls" else 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + self.num_prefix_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def features_dim(self) -> int:
+        """Width of what the head reads: the pre-logits layer's, else the tokens'."""
+        return self.representation_size or self.width
+
+    def drop_path_rates(self) -> list[float]:
+        """Per-block stochastic depth rates, linear from 0 to drop_path (timm's schedule)."""
+        if self.depth == 1:
+            return [float(self.drop_path)]
+        return [float(self.drop_path) * i / (self.depth - 1) for i in range(self.depth)]
+
+    # Construction.
+    @classmethod
+    def from_variant(cls, variant: str, **overrides: Any) -> "ViTConfig":
+        """A named model: "Ti/16", "S/32", "B/16", "L/14", "H/14", ..., or "tutorial".
+
+        Args:
+            variant: "<size>/<patch>" with size in mu, Ti, S, M, B, L, H (big_vision's table), or "tutorial".
+            **overrides: any ViTConfig field, e.g. num_classes=10, image_size=384.
+        """
+        if variant == "tutorial":
+            fields = dict(_TUTORIAL)
+        else:
+            match = re.fullmatch(r"(\w+)/(\d+)(?:x(\d+))?", variant or "")
+            if not match or match.group(1) not in _WIDTH:
+                raise ConfigError(
+                    f"unknown variant {variant!r}: use 'tutorial' or '<size>/<patch>' with size in "
+                    f"{list(_WIDTH)} (e.g. 'S/16', 'B/32')"
+                )
+            size, ph, pw = match.group(1), int(match.group(2)), match.group(3)
+            fields = dict(
+                patch_size=(ph, int(pw)) if pw else ph,
+                width=_WIDTH[size],
+                depth=_DEPTH[size],
+                mlp_dim=_MLP_DIM[size],
+                heads=_HEADS[size],
+            )
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown ViTConfig fields {sorted(unknown)}")
+        fields.update(overrides)
+        return cls(**fields)
+
+    def replace(self, **changes: Any) -> "ViTConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for name in ("image_size", "patch_size", "image_mean", "image_std"):
+            if isinstance(out[name], tuple):
+                out[name] = list(out[name])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ViTConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a ViTConfig dict was expected, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown ViTConfig fields {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ViTConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"the config is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 32) + 1) if n % d == 0]

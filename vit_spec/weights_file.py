@@ -1,0 +1,87 @@
+"""The project's weight file: one .safetensors with timm-named tensors and the ViTConfig as JSON metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from vit_spec.config import ConfigError, ViTConfig
+from vit_spec.layout import WeightsError, check_weights
+
+FORMAT_NAME = "vit-twins"
+FORMAT_VERSION = "1"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
+
+    An interrupted write leaves the old file (or none) under the final name, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(path: str | os.PathLike, config: ViTConfig, weights: Mapping[str, np.ndarray]) -> None:
+    """Writes `weights` (timm names, numpy arrays) and `config` to `path`, atomically."""
+    from safetensors.numpy import save_file
+
+    arrays = {name: np.ascontiguousarray(np.asarray(value)) for name, value in weights.items()}
+    check_weights(config, arrays, source=f"the weights to save to {path}")
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "vit_config": config.to_json()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=metadata)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a .safetensors file, with a clear error for a missing or broken file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise WeightsError(
+            f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}); "
+            "it may be truncated or in another format (convert other formats with `vit convert`)"
+        ) from None
+
+
+def load_weights(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+    """Reads a file written by save_weights: (config, timm-named numpy arrays), checked against each other."""
+    from safetensors.numpy import load_file
+
+    metadata = read_metadata(path)
+    if "vit_config" not in metadata:
+        raise WeightsError(
+            f"{path} holds no ViT config in its metadata, so it was not written by this project; "
+            "if it is a timm or Hugging Face state dict, convert it with `vit convert SRC DST --to vit`"
+        )
+    try:
+        config = ViTConfig.from_json(metadata["vit_config"])
+    except ConfigError as e:
+        raise WeightsError(f"{path}: its config is invalid: {e}") from None
+    try:
+        arrays = load_file(str(path))
+    except Exception as e:
+        raise WeightsError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated") from None
+    check_weights(config, arrays, source=str(path))
+    return config, arrays
