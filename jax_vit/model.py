@@ -60,7 +60,8 @@ class Attention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, heads, head_dim)
         attn_dropout = not deterministic and cfg.attention_dropout > 0
         probs = None
-        if return_probs or attn_dropout:
+        # jax.nn.dot_product_attention takes its softmax in float32, which would cap float64 at float32 precision.
+        if return_probs or attn_dropout or q.dtype == jnp.float64:
             q = q * cfg.head_dim**-0.5
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
             # Softmax in at least float32, also under bfloat16 compute.

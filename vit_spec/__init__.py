@@ -4,7 +4,7 @@ Imports neither jax nor torch.
 """
 
 from vit_spec.config import VARIANTS, ConfigError, ViTConfig
-from vit_spec.layout import WeightsError, check_weights, num_params, param_shapes, sincos_2d
+from vit_spec.layout import WeightsError, check_weights, num_params, param_shapes, random_weights, sincos_2d
 from vit_spec.weights_file import atomic_path, load_weights, read_metadata, save_weights
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "load_weights",
     "num_params",
     "param_shapes",
+    "random_weights",
     "read_metadata",
     "save_weights",
     "sincos_2d",

@@ -114,3 +114,25 @@ def sincos_2d(config: ViTConfig, temperature: float = 10_000.0) -> np.ndarray:
     if config.pool == "cls":
         table = np.concatenate([np.zeros((1, config.width)), table], axis=0)
     return table[None].astype(np.float32)
+
+
+def random_weights(config: ViTConfig, seed: int = 0, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Non-trivial random weights for tests and parity checks: every tensor perturbed.
+
+    No zero bias, unit norm scale or zero [CLS] token is left to hide a mistake; matrices are scaled
+    by 1/sqrt(fan_in) so activations stay in range at any depth.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name, shape in param_shapes(config).items():
+        if name == "pos_embed" and config.pos_embed == "sincos2d":
+            value = sincos_2d(config)
+        elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+            value = 1.0 + 0.2 * rng.standard_normal(shape)
+        elif name.endswith(".weight"):
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.standard_normal(shape) / np.sqrt(fan_in)
+        else:  # biases, cls_token, learned pos_embed
+            value = 0.2 * rng.standard_normal(shape)
+        out[name] = np.asarray(value, dtype=dtype)
+    return out

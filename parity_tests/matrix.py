@@ -1,0 +1,57 @@
+"""The config matrix of the parity suite, and cached runs of both twins on it."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from vit_spec import ViTConfig, random_weights
+from vit_cli import parity
+
+_TINY = dict(image_size=32, patch_size=4, num_classes=10, width=64, depth=2, heads=4, mlp_dim=128)
+
+# name -> (config, batch size). Small configs first; Ti/16 and B/16 are the published shapes at 224.
+CONFIGS: dict[str, tuple[ViTConfig, int]] = {
+    "tutorial": (ViTConfig.from_variant("tutorial"), 3),
+    "tutorial_batch1": (ViTConfig.from_variant("tutorial"), 1),
+    "nonsquare_image_and_patch": (
+        ViTConfig(image_size=(24, 40), patch_size=(4, 8), num_classes=7, width=48, depth=2, heads=3, mlp_dim=96),
+        2,
+    ),
+    "mean_pool": (ViTConfig(**_TINY, pool="mean"), 2),
+    "sincos2d": (ViTConfig(**_TINY, pos_embed="sincos2d"), 2),
+    "mean_pool_sincos2d": (ViTConfig(**_TINY, pool="mean", pos_embed="sincos2d"), 2),
+    "representation_size": (ViTConfig(**_TINY, representation_size=48), 2),
+    "one_head": (ViTConfig(**{**_TINY, "heads": 1}), 2),
+    "no_qkv_bias_tanh_gelu_eps1e-12": (ViTConfig(**_TINY, qkv_bias=False, gelu="tanh", layer_norm_eps=1e-12), 2),
+    "grayscale_no_head": (ViTConfig(**{**_TINY, "channels": 1, "num_classes": 0}, image_mean=(0.5,), image_std=(0.5,)), 2),
+    "Ti/16": (ViTConfig.from_variant("Ti/16"), 2),
+    "B/16": (ViTConfig.from_variant("B/16"), 2),
+}
+DTYPES = ("float32", "float64")
+
+
+@functools.lru_cache(maxsize=None)
+def weights_and_images(name: str) -> tuple[ViTConfig, dict[str, np.ndarray], np.ndarray]:
+    config, batch = CONFIGS[name]
+    return config, random_weights(config, seed=0), parity.random_images(config, batch, seed=1)
+
+
+@functools.lru_cache(maxsize=None)
+def parity_run(name: str, dtype: str) -> parity.ParityReport:
+    """Both twins on the same weights and batch; cached so forward and gradient tests share one run (a report holds no tensors)."""
+    config, weights, images = weights_and_images(name)
+    return parity.run_parity(config, weights, images, dtype, seed=0)
+
+
+def assert_agree(diffs: list[parity.Difference], what: str) -> None:
+    failing = [d for d in diffs if not d.ok]
+    if failing:
+        pytest.fail(f"{what}: {len(failing)} tensor(s) differ past tolerance:\n" + "\n".join(map(str, failing)), pytrace=False)
+
+
+def config_params(names=None) -> list:
+    """Config names as pytest params, each in its own xdist group so that one worker runs (and caches) it."""
+    return [pytest.param(n, id=n, marks=pytest.mark.xdist_group(n)) for n in (names or CONFIGS)]

@@ -1,0 +1,1 @@
+"""The `vit` command line: one entry point, a subcommand per job."""

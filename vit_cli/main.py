@@ -1,0 +1,50 @@
+"""`vit SUBCOMMAND ...`: the project's one command-line entry point.
+
+Each subcommand lives in a module with `add_parser(subparsers)`; modules import jax or torch only
+when their command runs, so `vit --help` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Module of each subcommand, in the order `vit --help` lists them.
+COMMAND_MODULES = (
+    "train.cli",  # vit train, vit eval
+    "vit_cli.convert",  # vit convert
+    "vit_cli.parity",  # vit parity
+    "vit_cli.summary",  # vit summary
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vit", description="A Vision Transformer in JAX and PyTorch that agree.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue  # a command whose module is not part of this installation
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # Our errors name the problem and the fix; a traceback adds nothing for a user.
+        print(f"vit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`--variant`: what a named model says about a checkpoint that does not record its own config.
+
+Two kinds of names are understood:
+
+- this project's variants, "Ti/16", "S/16", "B/32", ... (big_vision's table, ViTConfig.from_variant);
+- timm's plain ViT names, `vit_<size>_patch<P>_<image>[.<pretrained tag>]`, e.g. "vit_small_patch16_224"
+  or "vit_base_patch16_224.augreg_in21k". Their architecture is timm's defaults (LayerNorm eps 1e-6,
+  exact GELU, [CLS] token); the input normalisation is that of the pretrained tag (timm's
+  pretrained_cfg: (0.5, 0.5, 0.5) for Google's augreg/orig/sam weights, ImageNet's mean/std for
+  dino/mae). timm models with other building blocks (clip, gap, reg, siglip, ...) are not plain
+  ViTs and are refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from vit_spec.config import ConfigError, ViTConfig
+from vit_spec.formats.errors import FormatError
+
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [0, 1] -> [-1, 1], Google's convention
+CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+# timm's vision_transformer.py model functions: (embed_dim, depth, num_heads, mlp hidden dim).
+TIMM_SIZES = {
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "medium": (512, 12, 8, 2048),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+    "huge": (1280, 32, 16, 5120),
+    "giant": (1408, 40, 16, 6144),  # mlp_ratio 48/11
+}
+# The first word of a pretrained tag -> its normalisation (timm's default_cfgs for these models).
+TIMM_TAG_NORMALISATION = {
+    "augreg": INCEPTION_MEAN_STD,
+    "augreg2": INCEPTION_MEAN_STD,
+    "orig": INCEPTION_MEAN_STD,
+    "sam": INCEPTION_MEAN_STD,
+    "untrained": INCEPTION_MEAN_STD,
+    "dino": IMAGENET_MEAN_STD,
+    "mae": IMAGENET_MEAN_STD,
+    "bamboo": CLIP_MEAN_STD,
+}
+# Models whose default (first) pretrained tag is not Google's.
+TIMM_DEFAULT_TAG = {"vit_small_patch8_224": "dino"}
+
+_TIMM_NAME = re.compile(r"(vit_(" + "|".join(TIMM_SIZES) + r")_patch(\d+)_(\d+))(?:\.(\w+))?")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """ViTConfig fields a name fixes; `fields` holds only what the name determines."""
+
+    name: str
+    fields: dict[str, Any]
+    source: str  # "this project's variant table" or "timm's model name"
+
+
+def resolve_variant(name: str) -> Variant:
+    """The fields a variant name fixes; FormatError if the name is not understood."""
+    if _TIMM_NAME.fullmatch(name):
+        return _timm_variant(name)
+    if name.startswith(("vit_", "deit", "eva", "beit")):
+        raise FormatError(
+            f"--variant {name!r}: only timm's plain ViT names are understood, vit_<size>_patch<P>_<image> with size in "
+            f"{list(TIMM_SIZES)} (e.g. vit_small_patch16_224); models with other blocks (clip, gap, reg, siglip, "
+            "DeiT's distillation token, ...) are not plain ViTs"
+        )
+    try:
+        config = ViTConfig.from_variant(name)
+    except ConfigError as e:
+        raise FormatError(f"--variant: {e}; or a timm name such as vit_small_patch16_224") from None
+    keys = ("patch_size", "width", "depth", "heads", "mlp_dim")
+    if name == "tutorial":
+        keys += ("image_size",)
+    return Variant(name, {k: getattr(config, k) for k in keys}, "this project's variant table")
+
+
+def _timm_variant(name: str) -> Variant:
+    match = _TIMM_NAME.fullmatch(name)
+    assert match
+    model, size, patch, image, tag = match.groups()
+    tag = tag or TIMM_DEFAULT_TAG.get(model, "augreg")
+    first = tag.split("_")[0]
+    if first not in TIMM_TAG_NORMALISATION:
+        raise FormatError(
+            f"--variant {name!r}: unknown pretrained tag {tag!r}, so its input normalisation is unknown; "
+            f"known tags start with {sorted(TIMM_TAG_NORMALISATION)}, or give --image-mean/--image-std with "
+            f"the tag left off ({model})"
+        )
+    width, depth, heads, mlp_dim = TIMM_SIZES[size]
+    mean, std = TIMM_TAG_NORMALISATION[first]
+    fields = dict(
+        image_size=int(image), patch_size=int(patch), width=width, depth=depth, heads=heads, mlp_dim=mlp_dim,
+        gelu="exact", layer_norm_eps=1e-6, image_mean=mean, image_std=std,
+    )
+    return Variant(name, fields, "timm's model name")
