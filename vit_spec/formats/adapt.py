@@ -20,7 +20,7 @@ import numpy as np
 from vit_spec.config import ConfigError, ViTConfig
 from vit_spec.formats.checkpoint import Checkpoint
 from vit_spec.formats.errors import FormatError
-from vit_spec.layout import sincos_2d
+from vit_spec.layout import param_shapes, sincos_2d
 from vit_spec.resample import MODES, resample_pos_embed
 
 HEAD_PARAMS = ("head.weight", "head.bias")
@@ -104,8 +104,6 @@ def adapt_checkpoint(
 
 def missing_params(config: ViTConfig, state_dict: dict[str, np.ndarray]) -> list[str]:
     """Names the config needs that the state dict lacks (after a head change: the head)."""
-    from vit_spec.layout import param_shapes
-
     return [name for name in param_shapes(config) if name not in state_dict]
 
 

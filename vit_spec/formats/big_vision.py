@@ -18,7 +18,6 @@ Flax's conventions (tanh GELU, eps 1e-6) and inputs in [-1, 1] are assumed, as f
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,18 +26,24 @@ from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.layout import sincos_2d
 from vit_spec.formats.google_npz import (
-    GOOGLE_CONVENTIONS,
     LINEN,
     FlaxTree,
     block_from_flax,
     embedding_from_flax,
     find_prefix,
+    grid_of,
     head_from_flax,
     heads_of,
     refuse_hybrid,
 )
 
 PREFIXES = ("params/img/", "params/", "opt/target/", "img/", "")
+BIG_VISION_CONVENTIONS = {
+    "gelu": ("tanh", "not recorded in a big_vision checkpoint; big_vision's MlpBlock uses Flax's nn.gelu, the tanh approximation"),
+    "layer_norm_eps": (1e-6, "not recorded in a big_vision checkpoint; Flax's LayerNorm default, which big_vision uses"),
+    "image_mean": ((0.5, 0.5, 0.5), "not recorded in a big_vision checkpoint; big_vision's configs scale pixels to [-1, 1]"),
+    "image_std": ((0.5, 0.5, 0.5), "not recorded in a big_vision checkpoint; big_vision's configs scale pixels to [-1, 1]"),
+}
 POOL_TYPES = ("gap", "tok", "map", "0", "none")
 _SCANNED = "Transformer/encoderblock/"
 
@@ -61,14 +66,17 @@ def from_big_vision(
     source: str,
     *,
     pool_type: str | None = None,
-    image_size: int | tuple[int, int] | None = None,
+    source_image_size: int | tuple[int, int] | None = None,
+    sincos_image_size: int | tuple[int, int] | None = None,
 ) -> Checkpoint:
     """A big_vision ViT parameter tree (flat "/" keys) -> Checkpoint.
 
     Args:
         pool_type: big_vision's pool_type, when the file's own evidence is not to be trusted (see above).
-        image_size: used only for a sincos2d checkpoint, whose grid no parameter records (a learned
-            table's grid is its own, square).
+        source_image_size: the image size it was trained at; needed for a non-square learned grid, and
+            used for a sincos2d checkpoint, whose grid no parameter records.
+        sincos_image_size: the size to build a sincos2d checkpoint at when source_image_size is not given
+            (the fixed table fits any size; read_checkpoint passes the requested image size).
     """
     refuse_hybrid(arrays, source)
     prefix = find_prefix(arrays, PREFIXES)
@@ -129,17 +137,14 @@ def from_big_vision(
 
     if tree.has("pos_embedding"):
         posemb = tree.take("pos_embedding", 3)
-        n = posemb.shape[1]
-        side = math.isqrt(n)
-        if side * side != n:
-            raise FormatError(f"{source}: pos_embedding has {n} entries, not a square grid; only square grids are read")
-        grid = (side, side)
+        grid = grid_of(posemb.shape[1], (ph, pw), source_image_size, f"{source}: pos_embedding")
         if has_cls:
             posemb = np.concatenate([np.zeros((1, 1, width), posemb.dtype), posemb], axis=1)
             notes.append("big_vision adds no position to the [CLS] token; a zero slot was added to pos_embed, which computes the same")
         sd["pos_embed"] = posemb
         pos_kind = "learned"
     else:
+        image_size = source_image_size or sincos_image_size
         if image_size is None:
             raise FormatError(
                 f"{source} has no pos_embedding, so it uses big_vision's fixed sincos2d table and records no image size; "
@@ -147,7 +152,10 @@ def from_big_vision(
             )
         grid = _grid(image_size, (ph, pw))
         pos_kind = "sincos2d"
-        notes.append("no pos_embedding: big_vision's fixed 2-D sin-cos table (pos_embed='sincos2d')")
+        notes.append(
+            f"no pos_embedding: big_vision's fixed 2-D sin-cos table (pos_embed='sincos2d'), built for image size "
+            f"{image_size}{'' if source_image_size else ' (the requested size: the table fits any)'}"
+        )
     left = tree.leftover()
     if left:
         raise UnsupportedModelError(
@@ -167,9 +175,9 @@ def from_big_vision(
         pos_embed=pos_kind,
         representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
     )
-    for name, (value, why) in GOOGLE_CONVENTIONS.items():
+    for name, (value, why) in BIG_VISION_CONVENTIONS.items():
         fields[name] = value
-        assumed[name] = why.replace("the npz", "a big_vision checkpoint").replace("Google's code", "big_vision")
+        assumed[name] = why
     config = build_config(fields, source)
     if pos_kind == "sincos2d":
         sd["pos_embed"] = sincos_2d(config).astype(sd["patch_embed.proj.weight"].dtype)

@@ -97,10 +97,11 @@ def read_checkpoint(
         variant: for sources that do not record their config (timm, bare HF state dicts): this project's
             variant ("S/16") or a timm model name ("vit_small_patch16_224"); checked against the tensors.
         heads: the number of attention heads, for such sources when no variant describes them.
-        source_image_size: the image size such a source was trained at; needed only when its position
-            table is not a square grid (a square one is assumed otherwise).
+        source_image_size: the image size a timm/HF state dict, npz or big_vision file was trained at;
+            needed only when its position table is not a square grid (square is assumed otherwise).
         pool_type: big_vision's pool_type, when not to be inferred.
-        image_size: the image size of a big_vision sincos2d checkpoint (which records none); else unused.
+        image_size: the image size to read a big_vision sincos2d checkpoint at (it records none); else unused
+            here (resizing is adapt_checkpoint's).
         overrides: values for fields the source does not record (gelu, layer_norm_eps, image_mean,
             image_std); contradicting a recorded value is an error.
     """
@@ -139,15 +140,17 @@ def read_checkpoint(
                 path, variant=variant, heads=heads, source_image_size=source_image_size, arrays=arrays
             )
         elif found == "npz":
-            checkpoint = google_npz.from_google(arrays, source)
+            checkpoint = google_npz.from_google(arrays, source, source_image_size)
         else:
             size = image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
-            checkpoint = big_vision.from_big_vision(arrays, source, pool_type=pool_type, image_size=size)
+            checkpoint = big_vision.from_big_vision(
+                arrays, source, pool_type=pool_type, source_image_size=source_image_size, sincos_image_size=size
+            )
         checkpoint.notes[:0] = notes
-    if checkpoint.fmt in ("vit", "npz", "big_vision") and (variant or heads or source_image_size):
-        checkpoint.notes.append(
-            f"--variant/--heads/--source-image-size ignored: {_DESCRIPTION[checkpoint.fmt]} records its own architecture"
-        )
+    if checkpoint.fmt in ("vit", "npz", "big_vision") and (variant or heads):
+        checkpoint.notes.append(f"--variant/--heads ignored: {_DESCRIPTION[checkpoint.fmt]} records its own architecture")
+    if checkpoint.fmt == "vit" and source_image_size:
+        checkpoint.notes.append("--source-image-size ignored: this project's files record their image size")
     if pool_type is not None and checkpoint.fmt != "big_vision":
         raise FormatError(f"--pool-type is for big_vision checkpoints; {path} is {_DESCRIPTION[checkpoint.fmt]}")
     return apply_overrides(checkpoint, overrides, source)

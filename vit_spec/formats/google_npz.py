@@ -158,8 +158,28 @@ def head_from_flax(tree: FlaxTree, out: dict[str, np.ndarray]) -> None:
         out["head.bias"] = tree.take("head/bias", 1)
 
 
-def from_google(arrays: Mapping[str, np.ndarray], source: str) -> Checkpoint:
-    """A google-research/vision_transformer .npz (flat "/" keys) -> Checkpoint."""
+def grid_of(n: int, patch: tuple[int, int], image_size: int | tuple[int, int] | None, what: str) -> tuple[int, int]:
+    """The patch grid of a position table with n patch entries: square, or from the given image size."""
+    if image_size is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise FormatError(
+                f"{what} has {n} patch entries, not a square grid; give the image size it was trained at (--source-image-size HxW)"
+            )
+        return side, side
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if h % patch[0] or w % patch[1] or (h // patch[0]) * (w // patch[1]) != n:
+        raise FormatError(f"{what} has {n} patch entries, which does not fit image size {image_size} with patch size {patch}")
+    return h // patch[0], w // patch[1]
+
+
+def from_google(
+    arrays: Mapping[str, np.ndarray], source: str, source_image_size: int | tuple[int, int] | None = None
+) -> Checkpoint:
+    """A google-research/vision_transformer .npz (flat "/" keys) -> Checkpoint.
+
+    `source_image_size` is needed only for a non-square grid (Google's own checkpoints are square).
+    """
     refuse_hybrid(arrays, source)
     prefix = find_prefix(arrays, ("", "opt/target/"))
     if prefix is None or prefix + _POSEMB not in arrays:
@@ -197,11 +217,9 @@ def from_google(arrays: Mapping[str, np.ndarray], source: str) -> Checkpoint:
         )
     width, channels, ph, pw = sd["patch_embed.proj.weight"].shape
     n = sd["pos_embed"].shape[1] - (1 if has_cls else 0)
-    side = math.isqrt(n)
-    if side * side != n:
-        raise FormatError(f"{source}: {_POSEMB} has {n} patch entries, not a square grid; Google's checkpoints are square")
+    gh, gw = grid_of(n, (ph, pw), source_image_size, f"{source}: {_POSEMB}")
     fields: dict[str, Any] = dict(
-        image_size=side * ph if ph == pw else (side * ph, side * pw),
+        image_size=gh * ph if gh * ph == gw * pw else (gh * ph, gw * pw),
         patch_size=ph if ph == pw else (ph, pw),
         channels=channels,
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,

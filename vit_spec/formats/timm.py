@@ -144,12 +144,11 @@ def config_from_shared_layout(
     if variant:
         v = resolve_variant(variant)
         given.update(v.fields)
-        for name in ("patch_size", "width", "depth", "mlp_dim"):
-            if name in v.fields and _norm(v.fields[name]) != _norm(fields[name]):
-                raise FormatError(
-                    f"{source} does not match --variant {variant}: the checkpoint has {name}={fields[name]} "
-                    f"({_evidence(name, arrays, depth)}), but {variant} has {name}={v.fields[name]}"
-                )
+        wrong = [n for n in ("width", "depth", "mlp_dim", "patch_size") if _norm(v.fields[n]) != _norm(fields[n])]
+        if wrong:
+            found = "; ".join(f"{n}={fields[n]} ({_evidence(n, arrays, depth)})" for n in wrong)
+            expected = ", ".join(f"{n}={v.fields[n]}" for n in wrong)
+            raise FormatError(f"{source} does not match --variant {variant}: the checkpoint has {found}, but {variant} has {expected}")
     if heads is not None:
         if "heads" in given and given["heads"] != heads:
             raise FormatError(f"--heads {heads} contradicts --variant {variant}, which has {given['heads']} heads")

@@ -1,0 +1,242 @@
+"""timm <-> this project, checked against timm itself: random timm models converted with `vit convert`,
+our JAX and PyTorch logits required to match timm's (fused attention off), and our files loaded by timm
+with strict=True.
+
+Prints one "peer-diff" line per comparison: pytest parity_tests -k peers -s | grep peer-diff
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+jax = pytest.importorskip("jax")
+
+from safetensors.numpy import load_file as load_numpy  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
+import jax_vit  # noqa: E402
+import torch_vit  # noqa: E402
+from vit_cli.main import main  # noqa: E402
+from vit_spec import ViTConfig, read_metadata  # noqa: E402
+
+TOL = 1e-5
+
+
+def unfused(model: torch.nn.Module) -> torch.nn.Module:
+    """timm's attention computed step by step, not by F.scaled_dot_product_attention; eval mode."""
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    return model.eval()
+
+
+def perturb(model: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:
+    """Every parameter moved off its init, so no zero bias or unit scale hides a mistake; fused attention off."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return unfused(model)
+
+
+def images_nchw(config_hw: tuple[int, int], seed: int, n: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, *config_hw)).astype(np.float32)
+
+
+def our_logits(path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(JAX, PyTorch) outputs of our models loaded from `path`, on NCHW images."""
+    config, params = jax_vit.load(path)
+    with jax.default_matmul_precision("highest"):
+        out_jax = np.asarray(jax_vit.ViT(config).apply({"params": params}, images.transpose(0, 2, 3, 1)))
+    with torch.no_grad():
+        out_torch = torch_vit.load(path)(torch.from_numpy(images)).numpy()
+    return out_jax, out_torch
+
+
+def scaled_diff(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def report(what: str, **diffs: float) -> None:
+    print("peer-diff | " + what + " | " + " | ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    for k, v in diffs.items():
+        assert v <= TOL, f"{what}: {k} differs by {v:.2e} (scaled) > {TOL}"
+
+
+def vit(*args: str) -> None:
+    rc = main(["convert", *map(str, args)])
+    assert rc == 0, f"vit convert {' '.join(map(str, args))} failed"
+
+
+# (timm kwargs, file suffix, extra `vit convert` flags, what the case covers)
+CASES = {
+    "cls-patch8": (
+        dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0, num_classes=7),
+        ".safetensors", ["--heads", "4"],
+    ),
+    "avg-noqkvbias-patch6": (
+        dict(img_size=24, patch_size=6, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0, num_classes=10,
+             class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False),
+        ".pth", ["--heads", "3"],
+    ),
+    "nonsquare-tanh-eps1e-5-nohead": (
+        dict(img_size=(16, 24), patch_size=(4, 8), embed_dim=32, depth=1, num_heads=2, mlp_ratio=3.0, num_classes=0,
+             act_layer="gelu_tanh", norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5)),
+        ".bin", ["--heads", "2", "--gelu", "tanh", "--layer-norm-eps", "1e-5", "--source-image-size", "16x24"],
+    ),
+    "no-embed-class": (
+        dict(img_size=20, patch_size=5, embed_dim=40, depth=2, num_heads=5, mlp_ratio=2.0, num_classes=3,
+             no_embed_class=True),
+        ".safetensors", ["--heads", "5"],
+    ),
+}
+
+
+def save_timm(model: torch.nn.Module, path) -> None:
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_timm_to_ours_and_back(case, tmp_path):
+    kwargs, suffix, flags = CASES[case]
+    torch.manual_seed(len(case))
+    model = perturb(VisionTransformer(**kwargs), seed=len(case))
+    src = tmp_path / f"timm{suffix}"
+    save_timm(model, src)
+    ours = tmp_path / "ours.safetensors"
+    vit(src, ours, "--from", "timm", *flags)
+
+    config, _ = jax_vit.load(ours)
+    images = images_nchw(config.image_hw, seed=1)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images)).numpy()
+    out_jax, out_torch = our_logits(ours, images)
+    report(f"timm -> vit [{case}]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
+
+    # Back: --to timm, loaded strictly into the VisionTransformer its recorded kwargs describe.
+    back = tmp_path / "back.safetensors"
+    vit(ours, back, "--to", "timm")
+    recorded = json.loads(read_metadata(back)["vit_timm"])
+    eps = recorded["layer_norm_eps"]
+    rebuilt = VisionTransformer(**recorded["kwargs"], norm_layer=functools.partial(torch.nn.LayerNorm, eps=eps))
+    rebuilt.load_state_dict(load_file(str(back)), strict=True)
+    with torch.no_grad():
+        again = unfused(rebuilt)(torch.from_numpy(images)).numpy()
+    report(f"vit -> timm [{case}]", timm=scaled_diff(again, out_torch))
+
+    # timm -> vit -> timm gives back timm's tensors bit for bit (no_embed_class: plus a zero [CLS] slot).
+    before = {k: v.numpy() for k, v in model.state_dict().items()}
+    after = load_numpy(str(back))
+    assert sorted(before) == sorted(after)
+    if kwargs.get("no_embed_class"):
+        assert not after["pos_embed"][:, 0].any()
+        after["pos_embed"] = after["pos_embed"][:, 1:]
+    assert all(np.array_equal(before[k], after[k]) for k in before), "timm -> vit -> timm changed a tensor"
+
+
+def test_our_file_loads_in_timm_strict(tmp_path):
+    """A file this project writes (a torch_vit model, sincos2d + mean pooling) is a timm state dict as it is."""
+    config = ViTConfig(image_size=24, patch_size=6, width=48, depth=2, heads=4, mlp_dim=96, num_classes=5,
+                       pool="mean", pos_embed="sincos2d", gelu="tanh")
+    torch.manual_seed(0)
+    model = perturb(torch_vit.ViT(config), seed=3)
+    path = tmp_path / "ours.safetensors"
+    torch_vit.save(path, model)
+    images = images_nchw(config.image_hw, seed=2)
+    timm_model = VisionTransformer(img_size=24, patch_size=6, embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0,
+                                   num_classes=5, class_token=False, global_pool="avg", fc_norm=False, act_layer="gelu_tanh")
+    timm_model.load_state_dict(load_file(str(path)), strict=True)
+    with torch.no_grad():
+        ref = unfused(timm_model)(torch.from_numpy(images)).numpy()
+    out_jax, out_torch = our_logits(path, images)
+    report("vit file loaded by timm strict [sincos2d, mean]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
+
+
+def test_timm_model_name_variant(tmp_path):
+    """--variant with a timm model name: the architecture and normalisation of that name."""
+    torch.manual_seed(7)
+    # A smaller perturbation at depth 12: 0.1 on every weight makes a deep net amplify rounding, not test conversion.
+    model = perturb(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4), seed=7, scale=0.02)
+    src = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), src)
+    ours = tmp_path / "tiny.safetensors"
+    vit(src, ours, "--variant", "vit_tiny_patch16_224")
+    config, _ = jax_vit.load(ours)
+    cfg = model.pretrained_cfg
+    assert config.image_mean == pytest.approx(cfg["mean"]) and config.image_std == pytest.approx(cfg["std"])
+    images = images_nchw(config.image_hw, seed=4, n=1)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images)).numpy()
+    out_jax, out_torch = our_logits(ours, images)
+    report("timm -> vit [vit_tiny_patch16_224 by name]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
+
+
+def test_timm_names_match_timm():
+    """Our table of timm's plain ViT names agrees with timm's own models and pretrained configs."""
+    from timm.models import vision_transformer as vt
+
+    from vit_spec.formats.variants import _TIMM_NAME, resolve_variant
+
+    checked = 0
+    for name, entry in vt.default_cfgs.items():
+        if not _TIMM_NAME.fullmatch(name):
+            continue
+        model = timm.create_model(name, pretrained=False, device="meta")
+        for tag, cfg in entry.cfgs.items():
+            fields = resolve_variant(f"{name}.{tag}").fields
+            assert fields["width"] == model.embed_dim and fields["depth"] == len(model.blocks)
+            assert fields["heads"] == model.blocks[0].attn.num_heads
+            assert fields["mlp_dim"] == model.blocks[0].mlp.fc1.out_features
+            assert fields["image_size"] == cfg.input_size[-1]
+            assert fields["image_mean"] == pytest.approx(cfg.mean) and fields["image_std"] == pytest.approx(cfg.std), name
+            checked += 1
+        default = resolve_variant(name).fields
+        first = next(iter(entry.cfgs.values()))
+        assert default["image_mean"] == pytest.approx(first.mean), f"{name}: default tag's normalisation"
+    assert checked > 30
+
+
+def test_resnet_state_dict_is_refused(tmp_path, capsys):
+    src = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), src)
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "not a ViT checkpoint" in err and "patch_embed.proj.weight" in err and "conv1.weight" in err
+
+
+def test_width_mismatch_with_variant_is_refused(tmp_path, capsys):
+    kwargs, _, _ = CASES["cls-patch8"]
+    src = tmp_path / "timm.safetensors"
+    save_timm(VisionTransformer(**{**kwargs, "patch_size": 16, "img_size": 32}), src)
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors"), "--variant", "S/16"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint has width=64" in err and "S/16 has width=384" in err
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(global_pool="avg", class_token=False), "fc_norm"),
+        (dict(init_values=1e-5), "layer scale"),
+        (dict(reg_tokens=2), "register tokens"),
+        (dict(qk_norm=True), "qk_norm"),
+        (dict(global_pool="map"), "MAP head"),
+    ],
+)
+def test_timm_models_we_cannot_compute_are_refused(kwargs, words, tmp_path, capsys):
+    base = dict(img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3)
+    src = tmp_path / "timm.safetensors"
+    save_timm(VisionTransformer(**{**base, **kwargs}), src)
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors"), "--heads", "2"]) == 2
+    assert words in capsys.readouterr().err
