@@ -1,0 +1,70 @@
+"""`vit train --init-from FILE`: fine-tuning starts from a checkpoint in any supported format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_train_run import options, tiny_dataset
+from train.finetune import finetune_start
+from train.trainer import train
+from vit_spec import ViTConfig, load_weights, random_weights, save_weights
+from vit_spec.formats import load_checkpoint
+
+pytestmark = pytest.mark.xdist_group("train_finetune")
+
+GOOGLE_GAP = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "google_vit" / "vit_gap.npz"
+SOURCE = ViTConfig(image_size=16, patch_size=4, width=32, depth=2, heads=4, mlp_dim=64, num_classes=5,
+                   image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.25, 0.3), gelu="tanh")
+
+
+@pytest.fixture
+def source_file(tmp_path) -> Path:
+    path = tmp_path / "source.safetensors"
+    save_weights(path, SOURCE, random_weights(SOURCE, seed=7))
+    return path
+
+
+def test_start_keeps_the_checkpoint_resamples_positions_and_replaces_the_head(source_file):
+    config, initial_params = finetune_start(str(source_file), (32, 32, 3), num_classes=10, overrides={"drop_path": 0.1})
+    assert (config.width, config.depth, config.heads, config.gelu) == (32, 2, 4, "tanh")
+    assert (config.image_size, config.num_classes, config.drop_path) == (32, 10, 0.1)
+    assert config.image_mean == SOURCE.image_mean and config.image_std == SOURCE.image_std
+
+    import jax
+
+    import jax_vit
+
+    start = jax_vit.state_dict_from_params(config, initial_params(config, jax.random.key(0)))
+    _, resampled = load_checkpoint(source_file, image_size=32, num_classes=10)
+    assert start["pos_embed"].shape == (1, 65, 32)
+    for name, value in resampled.items():
+        assert np.array_equal(start[name], value), name
+    assert start["head.weight"].shape == (10, 32) and not start["head.weight"].any()
+
+
+def test_a_run_fine_tunes_from_the_file_and_normalises_as_it_did(source_file, tmp_path):
+    result = train(options(tmp_path / "run", init_from=str(source_file), steps=3), dataset=tiny_dataset())
+    config, weights = load_weights(tmp_path / "run" / "model.safetensors")
+    assert (config.width, config.image_size, config.num_classes, config.gelu) == (32, 32, 10, "tanh")
+    assert config.image_mean == SOURCE.image_mean
+    # It trained: the blocks moved away from the checkpoint's (resampled) weights.
+    _, start = load_checkpoint(source_file, image_size=32, num_classes=10)
+    assert not np.array_equal(weights["blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])
+    assert result.step == 3
+
+
+@pytest.mark.skipif(not GOOGLE_GAP.is_file(), reason=f"Google's test checkpoint is not at {GOOGLE_GAP}")
+def test_google_npz_start_keeps_tanh_gelu_and_minus_one_to_one_inputs():
+    config, _ = finetune_start(str(GOOGLE_GAP), (24, 24, 3), num_classes=10)
+    assert (config.gelu, config.pool, config.image_mean, config.image_std) == ("tanh", "mean", (0.5,) * 3, (0.5,) * 3)
+    assert config.num_classes == 10
+
+
+def test_a_checkpoint_for_other_channels_is_refused(tmp_path):
+    gray = SOURCE.replace(channels=1, image_mean=(0.5,), image_std=(0.5,))
+    save_weights(tmp_path / "gray.safetensors", gray, random_weights(gray))
+    with pytest.raises(ValueError, match="1-channel images, but the dataset's have 3 channels"):
+        finetune_start(str(tmp_path / "gray.safetensors"), (32, 32, 3), num_classes=10)

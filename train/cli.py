@@ -1,0 +1,113 @@
+"""`vit train` and `vit eval`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `train` and `eval`."""
+    p = subparsers.add_parser(
+        "train",
+        help="train the JAX ViT on CIFAR-10 (or another tfds image-classification dataset)",
+        description="Trains the Flax ViT with jitted optax steps, data-parallel over every device. "
+        "Run it again in the same --workdir to resume from the last checkpoint.",
+    )
+    p.add_argument("--model", default="tutorial", help="model variant: 'tutorial' or '<size>/<patch>', e.g. 'Ti/4' (default: tutorial)")
+    p.add_argument("--recipe", default="default", help="'default' (ours) or 'tutorial' (the tutorial's setup) (default: default)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 default / 50 tutorial)")
+    p.add_argument("--steps", type=int, help="train for this many steps instead (the schedule spans them)")
+    p.add_argument("--batch-size", type=int, help="global batch size, split over all devices (default: the recipe's, 128)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation (default: 0)")
+    p.add_argument("--workdir", help="checkpoints, metrics.jsonl, curves.png, config.json and model.safetensors go here; "
+                   "a workdir holding a checkpoint is resumed (default: runs/DATASET-RECIPE-MODEL)")
+    p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
+    p.add_argument("--dataset", default="cifar10", help="tfds image-classification dataset of fixed image size (default: cifar10)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype; parameters stay float32")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between test evaluations; 0: only at the end (default: 1)")
+    p.add_argument("--log-every", type=int, default=50, help="steps between metrics.jsonl records (default: 50)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: one epoch)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (default: 3)")
+    p.add_argument("--init-from", metavar="FILE", help="fine-tune from a checkpoint in any format `vit convert` reads "
+                   "(vit, timm, hf, npz, big_vision): its architecture and normalisation, resampled to the dataset's "
+                   "image size, with a new head for its classes; --model is then not used")
+    p.add_argument("--init-variant", help="what --init-from's file does not record, as `vit convert --variant` "
+                   "(a variant such as S/16, or a timm model name)")
+    p.add_argument("--streaming", action="store_true", help="read training batches from the data source instead of memory")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--coordinator", help="multi-process runs: host:port of process 0, or 'auto' (TPU pods, SLURM: jax.distributed detects it)")
+    p.add_argument("--num-processes", type=int, help="multi-process runs: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-process runs: this process's index")
+    p.set_defaults(run=run_train)
+
+    e = subparsers.add_parser(
+        "eval",
+        help="print the test accuracy of a weights file, under JAX or PyTorch",
+        description="Scores a .safetensors weights file on the test split. --framework both scores it with "
+        "both models and counts the predictions on which they disagree.",
+    )
+    e.add_argument("file", help="a .safetensors weights file of this project (e.g. WORKDIR/model.safetensors)")
+    e.add_argument("--framework", default="jax", choices=("jax", "torch", "both"), help="(default: jax)")
+    e.add_argument("--dataset", default="cifar10", help="tfds dataset (default: cifar10)")
+    e.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
+    e.add_argument("--split", default="test", help="split to score (default: test)")
+    e.add_argument("--batch-size", type=int, default=500, help="(default: 500)")
+    e.set_defaults(run=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from train import sharding
+    from train.trainer import TrainOptions, train
+
+    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    options = TrainOptions(
+        workdir=args.workdir, model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
+        dtype=args.dtype, eval_every=args.eval_every, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        streaming=args.streaming, progress=args.progress, init_from=args.init_from, init_variant=args.init_variant,
+    )
+    result = train(options)
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"step {result.step}: test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
+              f"weights in {result.workdir}/model.safetensors")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from train import data as data_lib
+    from train import evaluate
+    from vit_spec import ConfigError, ViTConfig, WeightsError, read_metadata
+
+    metadata = read_metadata(args.file)
+    if "vit_config" not in metadata:
+        raise WeightsError(f"{args.file} holds no ViT config: it was not written by this project (convert it with `vit convert`)")
+    try:
+        config = ViTConfig.from_json(metadata["vit_config"])
+    except ConfigError as e:
+        raise WeightsError(f"{args.file}: its config is invalid: {e}") from None
+    sources = data_lib.open_sources(args.dataset, data_lib.resolve_data_dir(args.data_dir))
+    if args.split not in sources:
+        raise data_lib.DatasetError(f"{args.dataset} has no {args.split!r} split (it has {sorted(sources)})")
+    num_classes, shape = data_lib.describe(sources[args.split])
+    if config.num_classes != num_classes or (*config.image_hw, config.channels) != tuple(shape):
+        raise data_lib.DatasetError(
+            f"{args.file} is a {config.num_classes}-class model of {config.image_hw} images, but {args.dataset} has "
+            f"{num_classes} classes of {tuple(shape)} images: pass the --dataset it was trained on"
+        )
+    split = data_lib.load_split(sources[args.split], args.split)
+    frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
+    logits = {}
+    for name in frameworks:
+        fn = evaluate.jax_logits if name == "jax" else evaluate.torch_logits
+        logits[name] = fn(args.file, split, args.batch_size)
+        accuracy = float((logits[name].argmax(-1) == split.labels).mean())
+        print(f"{name}: {args.dataset} {args.split} accuracy {accuracy:.4f} ({len(split)} images)")
+    if len(frameworks) == 2:
+        differ, real = evaluate.disagreements(logits["jax"], logits["torch"])
+        print(f"jax vs torch: {differ} differing predictions, {real} of them not near-ties")
+        return 1 if real else 0
+    return 0

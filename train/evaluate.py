@@ -1,0 +1,93 @@
+"""Test accuracy: sharded inside training, and for a weights file under either framework (`vit eval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jax_vit import ViT
+from train import sharding
+from train.augment import normalize
+from train.data import Split
+
+NEAR_TIE = 1e-4  # top-2 logit gap below which two float32 programs may honestly disagree
+
+
+def make_eval_step(model: ViT, mesh: Mesh) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """Jitted `(params, images_u8, labels, valid) -> (correct, loss_sum)` summed over the valid rows."""
+    cfg = model.config
+
+    def step(params: Any, images: jax.Array, labels: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = model.apply({"params": params}, normalize(images, cfg.image_mean, cfg.image_std)).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels) & valid
+        return jnp.sum(correct), jnp.sum(jnp.where(valid, loss, 0.0))
+
+    repl, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(step, in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl))
+
+
+def evaluate(eval_step: Callable[..., Any], params: Any, split: Split, mesh: Mesh, batch_size: int = 1000) -> dict[str, float]:
+    """{"accuracy", "loss"} over the whole split; the last batch is padded and masked."""
+    n = len(split)
+    devices, pcount, pindex = mesh.devices.size, jax.process_count(), jax.process_index()
+    gb = -(-batch_size // devices) * devices
+    per = gb // pcount
+    correct, loss = 0, 0.0
+    totals = []
+    for start in range(0, n, gb):
+        idx = np.arange(start, start + gb)[pindex * per : (pindex + 1) * per]
+        valid = idx < n
+        idx = np.minimum(idx, n - 1)
+        images, labels, valid = sharding.global_batch(mesh, split.images[idx], split.labels[idx], valid)
+        totals.append(eval_step(params, images, labels, valid))
+    for c, l in sharding.to_host(totals):
+        correct, loss = correct + int(c), loss + float(l)
+    return {"accuracy": correct / n, "loss": loss / n}
+
+
+def jax_logits(path: str | Path, split: Split, batch_size: int = 500) -> np.ndarray:
+    """Logits of the weights file on the split, computed by the Flax model (float32)."""
+    import jax_vit
+
+    config, params = jax_vit.load(path)
+    model = ViT(config)
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, normalize(x, config.image_mean, config.image_std)))
+    params = jax.device_put(params)
+    out = [np.asarray(forward(params, split.images[i : i + batch_size])) for i in range(0, len(split), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def torch_logits(path: str | Path, split: Split, batch_size: int = 500) -> np.ndarray:
+    """Logits of the weights file on the split, computed by the PyTorch model (float32, NCHW)."""
+    import torch
+    import torch_vit
+
+    model = torch_vit.load(path).float().eval()
+    cfg = model.config
+    mean = torch.tensor(cfg.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.image_std, dtype=torch.float32).view(1, -1, 1, 1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(split), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(split.images[i : i + batch_size])).permute(0, 3, 1, 2)
+            out.append(model((x.float() / 255.0 - mean) / std).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def disagreements(a: np.ndarray, b: np.ndarray, tie: float = NEAR_TIE) -> tuple[int, int]:
+    """(predictions that differ, of which not near-ties): a tie is a top-2 gap under `tie` in either model."""
+    differ = np.argmax(a, -1) != np.argmax(b, -1)
+
+    def gap(logits: np.ndarray) -> np.ndarray:
+        top2 = np.sort(logits, -1)[:, -2:]
+        return (top2[:, 1] - top2[:, 0]) / np.maximum(1.0, np.abs(top2[:, 1]))
+
+    ties = (gap(a) < tie) | (gap(b) < tie)
+    return int(differ.sum()), int((differ & ~ties).sum())

@@ -1,0 +1,50 @@
+"""`vit train --init-from FILE`: start from weights in any format `vit convert` reads.
+
+The checkpoint decides the architecture and the input normalisation; the dataset decides the image
+size (the position embedding is resampled, as timm does) and the number of classes (a new head,
+zero-initialised as big_vision fine-tunes); the recipe adds its regularisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+import jax_vit
+from vit_spec import ViTConfig
+from vit_spec.formats import load_checkpoint, missing_params
+
+
+def finetune_start(
+    path: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    overrides: Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> tuple[ViTConfig, Callable[[ViTConfig, jax.Array], Any]]:
+    """(config, initial_params) for fine-tuning the checkpoint at `path` on a dataset.
+
+    Args:
+        path: a checkpoint in any supported format (vit, timm, hf, npz, big_vision).
+        image_shape: the dataset's (height, width, channels).
+        num_classes: the dataset's classes; a different count gets a new head.
+        overrides: ViTConfig fields the recipe sets (dropout, drop_path).
+        variant: what the file does not record (a timm state dict's heads), as `vit convert --variant`.
+    """
+    h, w, c = image_shape
+    config, state_dict = load_checkpoint(path, variant=variant, image_size=(h, w) if h != w else h, num_classes=num_classes)
+    if config.channels != c:
+        raise ValueError(f"{path} is a model of {config.channels}-channel images, but the dataset's have {c} channels")
+    config = config.replace(**dict(overrides))
+
+    def initial_params(cfg: ViTConfig, rng: jax.Array) -> Any:
+        full = dict(state_dict)
+        missing = missing_params(cfg, full)
+        if missing:
+            fresh = jax_vit.state_dict_from_params(cfg, jax_vit.init_params(cfg, rng))
+            full.update({name: fresh[name] for name in missing})
+        return jax_vit.params_from_state_dict(cfg, {k: np.asarray(v, np.float32) for k, v in full.items()})
+
+    return config, initial_params

@@ -1,0 +1,263 @@
+"""The training loop of `vit train`: data -> jitted steps -> metrics, evaluations and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jax_vit
+from jax_vit import ViT
+from train import data as data_lib
+from train import sharding
+from train.checkpoint import Checkpoints
+from train.evaluate import evaluate, make_eval_step
+from train.finetune import finetune_start
+from train.metrics import MetricsLog, Progress
+from train.optim import make_optimizer
+from train.recipes import Recipe, get_recipe
+from train.step import TrainState, make_train_step
+from vit_spec import ViTConfig, atomic_path
+
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+# `initial_params(config, rng) -> params`: where a run's parameters come from. jax_vit.init_params by
+# default; `vit train --init-from FILE` plugs a loader in here.
+InitialParams = Callable[[ViTConfig, jax.Array], Any]
+
+
+class DivergedError(ValueError):
+    """The loss or the gradients became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Everything `vit train` takes; None means "the recipe's value"."""
+
+    workdir: str | None = None  # None: runs/DATASET-RECIPE-MODEL
+    model: str = "tutorial"
+    recipe: str = "default"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    dtype: str = "float32"
+    eval_every: int = 1  # epochs between evaluations; 0: only at the end
+    log_every: int = 50  # steps between metrics.jsonl records
+    checkpoint_every: int | None = None  # steps; None: once per epoch
+    keep_checkpoints: int = 3
+    streaming: bool = False  # read training batches from the data source instead of memory
+    progress: bool = True
+    eval_batch_size: int = 1000
+    init_from: str | None = None  # a checkpoint in any format `vit convert` reads: fine-tune from it
+    init_variant: str | None = None  # what that file does not record (a timm state dict's heads)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    workdir: str
+    config: ViTConfig
+    step: int
+    test_accuracy: float
+    test_loss: float
+    params: Any  # numpy, on the host
+    records: list[dict[str, Any]]
+
+
+def model_config(variant: str, recipe: Recipe, num_classes: int, image_shape: tuple[int, ...]) -> ViTConfig:
+    """The variant, sized for the dataset, with the recipe's normalisation and regularisation."""
+    h, w, c = image_shape
+    mean, std = recipe.augment.mean, recipe.augment.std
+    if len(mean) != c:  # e.g. a grayscale dataset under CIFAR's constants
+        mean, std = (0.5,) * c, (0.5,) * c
+    return ViTConfig.from_variant(
+        variant, num_classes=num_classes, image_size=(h, w) if h != w else h, channels=c,
+        image_mean=mean, image_std=std, **dict(recipe.model_overrides),
+    )
+
+
+def default_workdir(options: TrainOptions) -> str:
+    """runs/DATASET-RECIPE-MODEL: each setting resumes its own run."""
+    return str(Path("runs") / f"{options.dataset}-{options.recipe}-{options.model.replace('/', '_')}")
+
+
+def train(
+    options: TrainOptions, dataset: data_lib.Dataset | None = None, initial_params: InitialParams | None = None
+) -> TrainResult:
+    """Trains (or resumes training in options.workdir) and returns the final state and test metrics.
+
+    `dataset` replaces reading options.dataset from tfds (tests pass small in-memory data).
+    """
+    if options.dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {options.dtype!r}: use one of {sorted(DTYPES)}")
+    if options.steps is not None and options.steps <= 0:
+        raise ValueError(f"--steps must be positive, got {options.steps}")
+    recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
+    ViTConfig.from_variant(options.model)  # an unknown variant fails here, before any data is read
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(recipe.batch_size, mesh)
+    lead = jax.process_index() == 0
+    if options.workdir is None:
+        options = dataclasses.replace(options, workdir=default_workdir(options))
+    workdir = Path(options.workdir)
+
+    # Data: the training split in memory, or streamed from its data source.
+    train_source = None
+    if dataset is None and options.streaming:
+        sources = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))
+        num_classes, image_shape = data_lib.describe(sources["train"])
+        train_source, test = sources["train"], data_lib.load_split(sources["test"], "test")
+        n_train = len(train_source)
+        dataset_name = options.dataset
+    else:
+        if dataset is None:
+            dataset = data_lib.load(options.dataset, data_lib.resolve_data_dir(options.data_dir))
+        num_classes, image_shape, n_train = dataset.num_classes, dataset.image_shape, len(dataset.train)
+        test, dataset_name = dataset.test, dataset.name
+    if options.init_from:
+        config, initial_params = finetune_start(
+            options.init_from, image_shape, num_classes, recipe.model_overrides, options.init_variant
+        )
+    else:
+        config = model_config(options.model, recipe, num_classes, image_shape)
+    # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
+    recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
+
+    order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
+    spe = order.steps_per_epoch
+    total = options.steps or recipe.epochs * spe
+    checkpoint_every = options.checkpoint_every or spe
+    tx, schedule = make_optimizer(recipe, spe, total)
+    model = ViT(config, dtype=DTYPES[options.dtype])
+    meta = {
+        "model_config": config.to_dict(),
+        "dataset": dataset_name,
+        "recipe": recipe.to_dict(),
+        "model": options.model,
+        "init_from": options.init_from,
+        "seed": options.seed,
+        "total_steps": total,
+        "steps_per_epoch": spe,
+        "dtype": options.dtype,
+        "devices": int(mesh.devices.size),
+        "processes": jax.process_count(),
+    }
+
+    # State: fresh (or from initial_params), then replaced by the newest good checkpoint.
+    repl = sharding.replicated(mesh)
+    init = initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key))
+    params = sharding.replicate(mesh, sharding.to_host(init(config, jax.random.key(options.seed))))
+    state = jax.jit(lambda p: TrainState.create(p, tx), out_shardings=repl)(params)
+    rng = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(options.seed), 1))))
+    checkpoints = Checkpoints(workdir, keep=options.keep_checkpoints)
+    restored = checkpoints.restore_latest({"state": state, "rng": rng}, meta)
+    start = 0
+    if restored is not None:
+        start, tree, found = restored
+        state, rng = tree["state"], tree["rng"]
+        if found.get("seed", options.seed) != options.seed:
+            # The run continues as it began: its data order and augmentation follow its own seed.
+            print(f"note: resuming with the checkpoint's seed {found['seed']} (not --seed {options.seed})", file=sys.stderr)
+            options = dataclasses.replace(options, seed=found["seed"])
+            order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
+            meta["seed"] = options.seed
+        if found.get("total_steps", total) != total:
+            print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
+    if lead:
+        with atomic_path(workdir / "config.json") as tmp:
+            tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")
+
+    log = MetricsLog(workdir, start, enabled=lead)
+    train_step = make_train_step(model, tx, schedule, recipe.augment, num_classes, mesh)
+    eval_step = make_eval_step(model, mesh)
+    progress = Progress(total, start, enabled=options.progress and lead)
+    if restored is not None:
+        progress.note(f"resuming from step {start} of {total} in {workdir}")
+    pi, pc = jax.process_index(), jax.process_count()
+    if train_source is not None:
+        batches = iter(data_lib.StreamingBatches(train_source, order, start, total, pi, pc))
+    else:
+        batches = data_lib.memory_batches(dataset.train, order, start, total, pi, pc)
+
+    pending: list[dict[str, jax.Array]] = []
+    tick, tick_step = time.perf_counter(), start
+    last_eval: dict[str, float] | None = None
+    untimed = 0  # pending steps that ran before the timer started (the compiling one)
+    try:
+        for step in range(start, total):
+            images, labels = sharding.global_batch(mesh, *next(batches))
+            state, metrics = train_step(state, (images, labels), rng)
+            pending.append(metrics)
+            progress.update()
+            done = step + 1
+            if step == start:  # leave compilation out of images/s
+                jax.block_until_ready(metrics)
+                tick, untimed = time.perf_counter(), 1
+            is_last = done == total
+            want_eval = is_last or (options.eval_every > 0 and done % spe == 0 and (done // spe) % options.eval_every == 0)
+            want_checkpoint = is_last or done % checkpoint_every == 0
+            if pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
+                jax.block_until_ready(pending)  # steps run asynchronously: time them once finished
+                record = _summarise(pending, done, spe, recipe.batch_size, time.perf_counter() - tick, untimed)
+                if not record.pop("finite"):
+                    good = checkpoints.steps()
+                    raise DivergedError(
+                        f"training diverged: the loss or gradients became NaN or infinite between steps {tick_step} "
+                        f"and {done}. The last good checkpoint is "
+                        + (f"step {good[-1]} in {checkpoints.directory}" if good else "none (none was written yet)")
+                        + "; nothing was saved after the divergence. Lower --lr (or use --recipe default, which clips "
+                        "gradients) and run again"
+                    )
+                log.write(record)
+                progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
+                              img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
+                pending, tick, tick_step, untimed = [], time.perf_counter(), done, 0
+            if want_eval:
+                last_eval = evaluate(eval_step, state.params, test, mesh, options.eval_batch_size)
+                log.write({"kind": "eval", "step": done, "epoch": done / spe, **last_eval})
+                log.plot(workdir / "curves.png")
+                progress.note(f"step {done} (epoch {done / spe:.2f}): test accuracy {last_eval['accuracy']:.4f}, "
+                              f"test loss {last_eval['loss']:.4f}")
+                tick = time.perf_counter()  # nor is evaluating
+            if want_checkpoint:
+                checkpoints.save(done, state, rng, meta)
+                tick = time.perf_counter()  # saving is not training time
+    finally:
+        progress.close()
+    if last_eval is None:  # resumed a finished run: nothing trained, still report
+        last_eval = evaluate(eval_step, state.params, test, mesh, options.eval_batch_size)
+    host_params = sharding.to_host(state.params)
+    if lead:
+        jax_vit.save(workdir / "model.safetensors", config, host_params)
+    checkpoints.close()
+    return TrainResult(str(workdir), config, total, last_eval["accuracy"], last_eval["loss"], host_params, log.records)
+
+
+def _summarise(
+    pending: list[dict[str, jax.Array]], step: int, spe: int, batch: int, seconds: float, untimed: int = 0
+) -> dict[str, Any]:
+    """The train record of the steps since the last one: means, the last lr, images/s (of the timed steps)."""
+    values = sharding.to_host(pending)
+    mean = lambda k: float(np.mean([v[k] for v in values]))
+    return {
+        "kind": "train",
+        "step": step,
+        "epoch": step / spe,
+        "loss": mean("loss"),
+        "accuracy": mean("accuracy"),
+        "lr": float(values[-1]["lr"]),
+        "grad_norm": mean("grad_norm"),
+        # None when the record holds only the compiling step, which has no meaningful speed.
+        "images_per_s": (len(values) - untimed) * batch / max(seconds, 1e-9) if len(values) > untimed else None,
+        "finite": bool(all(v["finite"] for v in values)),
+    }
