@@ -24,10 +24,10 @@ jax = pytest.importorskip("jax")
 import jax_vit  # noqa: E402
 import torch_vit  # noqa: E402
 from vit_cli.main import main  # noqa: E402
+from parity_tests.peers import convert, report, scaled_diff, unfused  # noqa: E402
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared/testdata/google_vit"
 GOOGLE = ("vit_token_prelogits", "vit_gap")
-TOL = 1e-5
 
 needs_testdata = pytest.mark.skipif(
     not (TESTDATA / "README.md").is_file(), reason=f"Google's test checkpoints are not at {TESTDATA} (../shared beside the checkout)"
@@ -44,28 +44,13 @@ def our_logits(path, images_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out_jax, out_torch
 
 
-def scaled_diff(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
-
-
-def report(what: str, **diffs: float) -> None:
-    print("peer-diff | " + what + " | " + " | ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
-        assert v <= TOL, f"{what}: {k} differs by {v:.2e} (scaled) > {TOL}"
-
-
-def vit(*args) -> None:
-    rc = main(["convert", *map(str, args)])
-    assert rc == 0, f"vit convert {' '.join(map(str, args))} failed"
-
-
 @needs_testdata
 @pytest.mark.parametrize("name", GOOGLE)
 def test_google_npz_reproduces_googles_logits(name, tmp_path):
     settings = json.loads((TESTDATA / f"{name}.json").read_text())
     io = np.load(TESTDATA / f"{name}.io.npz")
     ours = tmp_path / "ours.safetensors"
-    vit(TESTDATA / f"{name}.npz", ours)
+    convert(TESTDATA / f"{name}.npz", ours)
     config, _ = jax_vit.load(ours)
     assert (config.width, config.depth, config.heads, config.mlp_dim) == (
         settings["hidden_size"], settings["num_layers"], settings["num_heads"], settings["mlp_dim"])
@@ -81,8 +66,8 @@ def test_google_npz_reproduces_googles_logits(name, tmp_path):
 @pytest.mark.parametrize("name", GOOGLE)
 def test_google_npz_round_trip_is_bit_identical(name, tmp_path):
     ours, back = tmp_path / "ours.safetensors", tmp_path / "back.npz"
-    vit(TESTDATA / f"{name}.npz", ours)
-    vit(ours, back, "--to", "npz")
+    convert(TESTDATA / f"{name}.npz", ours)
+    convert(ours, back, "--to", "npz")
     with np.load(TESTDATA / f"{name}.npz") as a, np.load(back) as b:
         assert a.files == b.files
         for key in a.files:
@@ -93,31 +78,24 @@ def test_google_npz_round_trip_is_bit_identical(name, tmp_path):
 @needs_testdata
 def test_our_npz_is_read_by_timm_as_googles(tmp_path):
     """Our npz writer, checked by a peer reader: timm's loader of Google's format gives Google's logits."""
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     from timm.models.vision_transformer import VisionTransformer, _load_weights
 
     ours, back = tmp_path / "ours.safetensors", tmp_path / "back.npz"
-    vit(TESTDATA / "vit_gap.npz", ours)
-    vit(ours, back, "--to", "npz")
+    convert(TESTDATA / "vit_gap.npz", ours)
+    convert(ours, back, "--to", "npz")
     model = VisionTransformer(img_size=24, patch_size=6, embed_dim=48, depth=3, num_heads=3, mlp_ratio=2.0,
                               num_classes=7, class_token=False, global_pool="avg", fc_norm=False, act_layer="gelu_tanh")
     _load_weights(model, str(back))
     io = np.load(TESTDATA / "vit_gap.io.npz")
     with torch.no_grad():
-        out = _unfused(model)(torch.from_numpy(io["images_nhwc"]).permute(0, 3, 1, 2)).numpy()
+        out = unfused(model)(torch.from_numpy(io["images_nhwc"]).permute(0, 3, 1, 2)).numpy()
     report("vit -> npz [vit_gap] read by timm vs Google's logits", timm=scaled_diff(out, io["logits"]))
-
-
-def _unfused(model):
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    return model.eval()
 
 
 def test_timm_model_to_npz_read_back_by_timm(tmp_path):
     """A [CLS] model with a non-default patch size through our npz writer; timm's Google reader as the peer."""
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     from safetensors.torch import save_file
     from timm.models.vision_transformer import VisionTransformer, _load_weights
 
@@ -130,14 +108,14 @@ def test_timm_model_to_npz_read_back_by_timm(tmp_path):
             p.add_(0.1 * torch.randn(p.shape))
     src, ours, npz = tmp_path / "timm.safetensors", tmp_path / "ours.safetensors", tmp_path / "ours.npz"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(src))
-    vit(src, ours, "--heads", "5", "--gelu", "tanh", "--image-mean", "0.5,0.5,0.5", "--image-std", "0.5,0.5,0.5")
-    vit(ours, npz, "--to", "npz")
+    convert(src, ours, "--heads", "5", "--gelu", "tanh", "--image-mean", "0.5,0.5,0.5", "--image-std", "0.5,0.5,0.5")
+    convert(ours, npz, "--to", "npz")
     target = VisionTransformer(**kwargs)
     _load_weights(target, str(npz))
     images = np.random.default_rng(0).standard_normal((3, 20, 20, 3)).astype(np.float32)
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     with torch.no_grad():
-        ref, out = _unfused(source)(x).numpy(), _unfused(target)(x).numpy()
+        ref, out = unfused(source)(x).numpy(), unfused(target)(x).numpy()
     out_jax, out_torch = our_logits(ours, images)
     report("timm -> vit -> npz, read by timm", timm=scaled_diff(out, ref), jax=scaled_diff(out_jax, ref),
            torch=scaled_diff(out_torch, ref))
@@ -199,10 +177,10 @@ def test_big_vision_matches_timms_reader(tok, scanned, prefix, tmp_path):
                               act_layer="gelu_tanh")
     _load_weights(model, str(path))
     ours = tmp_path / "ours.safetensors"
-    vit(path, ours, "--from", "npz")
+    convert(path, ours, "--from", "npz")
     images = np.random.default_rng(5).standard_normal((3, 24, 24, 3)).astype(np.float32)
     with torch.no_grad():
-        ref = _unfused(model)(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+        ref = unfused(model)(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
     out_jax, out_torch = our_logits(ours, images)
     name = ("tok" if tok else "gap") + (", scanned" if scanned else "") + f", prefix {prefix!r}"
     report(f"big_vision -> vit [{name}] vs timm's reader", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))

@@ -21,47 +21,9 @@ from transformers import ViTForImageClassification, ViTModel  # noqa: E402
 import jax_vit  # noqa: E402
 import torch_vit  # noqa: E402
 from vit_cli.main import main  # noqa: E402
+from parity_tests.peers import convert, images_nchw, our_logits, perturb, report, scaled_diff  # noqa: E402
 from vit_spec import ViTConfig  # noqa: E402
 
-TOL = 1e-5
-
-
-def perturb(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter moved off its init, so no zero bias or unit scale hides a mistake."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return model.eval()
-
-
-def images_nchw(hw: tuple[int, int], seed: int, n: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, *hw)).astype(np.float32)
-
-
-def our_logits(path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(JAX, PyTorch) outputs of our models loaded from `path`, on NCHW images."""
-    config, params = jax_vit.load(path)
-    with jax.default_matmul_precision("highest"):
-        out_jax = np.asarray(jax_vit.ViT(config).apply({"params": params}, images.transpose(0, 2, 3, 1)))
-    with torch.no_grad():
-        out_torch = torch_vit.load(path)(torch.from_numpy(images)).numpy()
-    return out_jax, out_torch
-
-
-def scaled_diff(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
-
-
-def report(what: str, **diffs: float) -> None:
-    print("peer-diff | " + what + " | " + " | ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
-        assert v <= TOL, f"{what}: {k} differs by {v:.2e} (scaled) > {TOL}"
-
-
-def vit(*args) -> None:
-    rc = main(["convert", *map(str, args)])
-    assert rc == 0, f"vit convert {' '.join(map(str, args))} failed"
 
 
 def hf_forward(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
@@ -106,14 +68,14 @@ def test_hf_classifier_to_ours_and_back(case, tmp_path):
     src = tmp_path / "hf"
     model.save_pretrained(src)
     ours = tmp_path / "ours.safetensors"
-    vit(src, ours, "--from", "hf")
+    convert(src, ours, "--from", "hf")
     images = images_nchw(_hw(config["image_size"]), seed=1)
     ref = hf_forward(model, images)
     out_jax, out_torch = our_logits(ours, images)
     report(f"hf -> vit [{case}]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
 
     back = tmp_path / "back"
-    vit(ours, back, "--to", "hf")
+    convert(ours, back, "--to", "hf")
     reloaded = ViTForImageClassification.from_pretrained(back, attn_implementation="eager").eval()
     report(f"vit -> hf [{case}]", hf=scaled_diff(hf_forward(reloaded, images), out_torch))
     original, again = model.state_dict(), reloaded.state_dict()
@@ -129,7 +91,7 @@ def test_hf_bare_state_dict(tmp_path):
     src.parent.mkdir()
     torch.save(model.state_dict(), src)
     ours = tmp_path / "ours.safetensors"
-    vit(src, ours, "--heads", "3", "--source-image-size", "24x36", "--gelu", "tanh", "--layer-norm-eps", "1e-6")
+    convert(src, ours, "--heads", "3", "--source-image-size", "24x36", "--gelu", "tanh", "--layer-norm-eps", "1e-6")
     images = images_nchw((24, 36), seed=2)
     out_jax, out_torch = our_logits(ours, images)
     ref = hf_forward(model, images)
@@ -144,7 +106,7 @@ def test_hf_vitmodel_pooler_is_pre_logits(tmp_path):
     src = tmp_path / "hf"
     model.save_pretrained(src)
     ours = tmp_path / "ours.safetensors"
-    vit(src, ours)
+    convert(src, ours)
     loaded, _ = jax_vit.load(ours)
     assert loaded.representation_size == 24 and loaded.num_classes == 0 and loaded.layer_norm_eps == 1e-12
     images = images_nchw((16, 16), seed=3)
@@ -153,7 +115,7 @@ def test_hf_vitmodel_pooler_is_pre_logits(tmp_path):
     report("hf ViTModel pooler -> vit", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
 
     back = tmp_path / "back"
-    vit(ours, back, "--to", "hf")
+    convert(ours, back, "--to", "hf")
     reloaded = ViTModel.from_pretrained(back, attn_implementation="eager").eval()
     report("vit -> hf ViTModel pooler", hf=scaled_diff(hf_forward(reloaded, images), out_torch))
 
@@ -167,7 +129,7 @@ def test_our_model_to_hf(tmp_path):
     ours = tmp_path / "ours.safetensors"
     torch_vit.save(ours, model)
     out = tmp_path / "hf"
-    vit(ours, out, "--to", "hf")
+    convert(ours, out, "--to", "hf")
     reloaded = ViTForImageClassification.from_pretrained(out, attn_implementation="eager").eval()
     images = images_nchw((20, 20), seed=5)
     _, out_torch = our_logits(ours, images)

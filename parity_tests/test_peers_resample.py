@@ -17,15 +17,12 @@ from safetensors.torch import save_file  # noqa: E402
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn  # noqa: E402
 
+from parity_tests.peers import scaled_diff  # noqa: E402
 from vit_cli.main import main  # noqa: E402
 from vit_spec.resample import resample_pos_embed  # noqa: E402
 
 # float32 in torch vs float64 here: torch's own rounding is ~1e-7 of the values, a little more after bicubic.
 TOL = 2e-6
-
-
-def scaled_diff(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])

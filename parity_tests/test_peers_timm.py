@@ -24,55 +24,9 @@ from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 import jax_vit  # noqa: E402
 import torch_vit  # noqa: E402
 from vit_cli.main import main  # noqa: E402
+from parity_tests.peers import convert, images_nchw, our_logits, perturb, report, scaled_diff, unfused  # noqa: E402
 from vit_spec import ViTConfig, read_metadata  # noqa: E402
 
-TOL = 1e-5
-
-
-def unfused(model: torch.nn.Module) -> torch.nn.Module:
-    """timm's attention computed step by step, not by F.scaled_dot_product_attention; eval mode."""
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    return model.eval()
-
-
-def perturb(model: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.Module:
-    """Every parameter moved off its init, so no zero bias or unit scale hides a mistake; fused attention off."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return unfused(model)
-
-
-def images_nchw(config_hw: tuple[int, int], seed: int, n: int = 3) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, *config_hw)).astype(np.float32)
-
-
-def our_logits(path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(JAX, PyTorch) outputs of our models loaded from `path`, on NCHW images."""
-    config, params = jax_vit.load(path)
-    with jax.default_matmul_precision("highest"):
-        out_jax = np.asarray(jax_vit.ViT(config).apply({"params": params}, images.transpose(0, 2, 3, 1)))
-    with torch.no_grad():
-        out_torch = torch_vit.load(path)(torch.from_numpy(images)).numpy()
-    return out_jax, out_torch
-
-
-def scaled_diff(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / np.abs(ref).max())
-
-
-def report(what: str, **diffs: float) -> None:
-    print("peer-diff | " + what + " | " + " | ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    for k, v in diffs.items():
-        assert v <= TOL, f"{what}: {k} differs by {v:.2e} (scaled) > {TOL}"
-
-
-def vit(*args: str) -> None:
-    rc = main(["convert", *map(str, args)])
-    assert rc == 0, f"vit convert {' '.join(map(str, args))} failed"
 
 
 # (timm kwargs, file suffix, extra `vit convert` flags, what the case covers)
@@ -115,7 +69,7 @@ def test_timm_to_ours_and_back(case, tmp_path):
     src = tmp_path / f"timm{suffix}"
     save_timm(model, src)
     ours = tmp_path / "ours.safetensors"
-    vit(src, ours, "--from", "timm", *flags)
+    convert(src, ours, "--from", "timm", *flags)
 
     config, _ = jax_vit.load(ours)
     images = images_nchw(config.image_hw, seed=1)
@@ -126,7 +80,7 @@ def test_timm_to_ours_and_back(case, tmp_path):
 
     # Back: --to timm, loaded strictly into the VisionTransformer its recorded kwargs describe.
     back = tmp_path / "back.safetensors"
-    vit(ours, back, "--to", "timm")
+    convert(ours, back, "--to", "timm")
     recorded = json.loads(read_metadata(back)["vit_timm"])
     eps = recorded["layer_norm_eps"]
     rebuilt = VisionTransformer(**recorded["kwargs"], norm_layer=functools.partial(torch.nn.LayerNorm, eps=eps))
@@ -171,7 +125,7 @@ def test_timm_model_name_variant(tmp_path):
     src = tmp_path / "tiny.pth"
     torch.save(model.state_dict(), src)
     ours = tmp_path / "tiny.safetensors"
-    vit(src, ours, "--variant", "vit_tiny_patch16_224")
+    convert(src, ours, "--variant", "vit_tiny_patch16_224")
     config, _ = jax_vit.load(ours)
     cfg = model.pretrained_cfg
     assert config.image_mean == pytest.approx(cfg["mean"]) and config.image_std == pytest.approx(cfg["std"])

@@ -1,6 +1,5 @@
 """The PyTorch twin on its own: inputs it refuses, intermediates, attention, dropout, weight I/O."""
 
-import numpy as np
 import pytest
 import torch
 

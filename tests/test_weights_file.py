@@ -103,3 +103,12 @@ def test_integer_weights_are_refused(tmp_path):
     weights["head.bias"] = weights["head.bias"].astype(np.int32)
     with pytest.raises(WeightsError, match="'head.bias' has dtype int32"):
         save_weights(tmp_path / "w.safetensors", CONFIG, weights)
+
+
+def test_saved_files_get_the_ordinary_mode_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_weights(tmp_path / "w.safetensors", CONFIG, random_weights(CONFIG))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644

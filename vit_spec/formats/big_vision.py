@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout
+from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout, layout_fields
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.layout import sincos_2d
 from vit_spec.formats.google_npz import (
@@ -161,20 +161,7 @@ def from_big_vision(
         raise UnsupportedModelError(
             f"{source} holds parameters a plain big_vision ViT does not: {left[:5]}{' and more' if len(left) > 5 else ''}"
         )
-    fields: dict[str, Any] = dict(
-        image_size=grid[0] * ph if grid[0] * ph == grid[1] * pw else (grid[0] * ph, grid[1] * pw),
-        patch_size=ph if ph == pw else (ph, pw),
-        channels=channels,
-        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
-        width=width,
-        depth=depth,
-        heads=heads,
-        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        qkv_bias="blocks.0.attn.qkv.bias" in sd,
-        pool="cls" if has_cls else "mean",
-        pos_embed=pos_kind,
-        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
-    )
+    fields: dict[str, Any] = dict(layout_fields(sd, grid, depth, heads), pos_embed=pos_kind)
     for name, (value, why) in BIG_VISION_CONVENTIONS.items():
         fields[name] = value
         assumed[name] = why

@@ -46,6 +46,25 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def layout_fields(sd: Mapping[str, np.ndarray], grid: tuple[int, int], depth: int, heads: int) -> dict[str, Any]:
+    """The ViTConfig fields a shared-layout state dict's shapes decide, given its patch grid, depth and heads."""
+    width, channels, ph, pw = sd["patch_embed.proj.weight"].shape
+    gh, gw = grid
+    return dict(
+        image_size=gh * ph if gh * ph == gw * pw else (gh * ph, gw * pw),
+        patch_size=ph if ph == pw else (ph, pw),
+        channels=channels,
+        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+        width=width,
+        depth=depth,
+        heads=heads,
+        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0],
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        pool="cls" if "cls_token" in sd else "mean",
+        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
+    )
+
+
 def build_config(fields: Mapping[str, Any], source: str) -> ViTConfig:
     """ViTConfig(**fields), with a ConfigError turned into a FormatError naming the source."""
     try:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout
+from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout, layout_fields
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 
 # Per block: (first LayerNorm, attention, second LayerNorm, MLP) module names.
@@ -215,22 +215,10 @@ def from_google(
         raise UnsupportedModelError(
             f"{source} holds parameters a plain Google ViT does not: {left[:5]}{' and more' if len(left) > 5 else ''}"
         )
-    width, channels, ph, pw = sd["patch_embed.proj.weight"].shape
+    _, _, ph, pw = sd["patch_embed.proj.weight"].shape
     n = sd["pos_embed"].shape[1] - (1 if has_cls else 0)
     gh, gw = grid_of(n, (ph, pw), source_image_size, f"{source}: {_POSEMB}")
-    fields: dict[str, Any] = dict(
-        image_size=gh * ph if gh * ph == gw * pw else (gh * ph, gw * pw),
-        patch_size=ph if ph == pw else (ph, pw),
-        channels=channels,
-        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
-        width=width,
-        depth=depth,
-        heads=heads,
-        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        qkv_bias="blocks.0.attn.qkv.bias" in sd,
-        pool="cls" if has_cls else "mean",
-        representation_size=sd["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in sd else None,
-    )
+    fields: dict[str, Any] = layout_fields(sd, (gh, gw), depth, heads)
     fields.update({k: v for k, (v, _) in GOOGLE_CONVENTIONS.items()})
     config = build_config(fields, source)
     check_layout(config, sd, source)
