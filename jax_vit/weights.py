@@ -71,8 +71,8 @@ def state_dict_from_params(config: ViTConfig, params: Mapping[str, Any]) -> dict
             out[name] = sincos_2d(config)
             continue
         path, leaf = _flax_path(name)
-        flax_leaf = {"weight": None}.get(leaf, leaf)
-        candidates = ["kernel", "scale"] if flax_leaf is None else [flax_leaf]
+        # A timm "weight" is a Flax "kernel" (Linear, Conv) or "scale" (LayerNorm).
+        candidates = ["kernel", "scale"] if leaf == "weight" else [leaf]
         for candidate in candidates:
             if path + (candidate,) in flat:
                 out[name] = np.ascontiguousarray(_from_flax(candidate, flat.pop(path + (candidate,))))
