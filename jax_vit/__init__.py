@@ -1,7 +1,7 @@
 """The Flax (linen) ViT and its weight I/O. Never imports torch."""
 
 from jax_vit.model import Attention, EncoderBlock, MlpBlock, PatchEmbed, ViT, init_params
-from jax_vit.weights import load, params_from_state_dict, save, state_dict_from_params
+from jax_vit.weights import load, params_from_state_dict, save, stack_blocks, state_dict_from_params, unstack_blocks
 
 __all__ = [
     "Attention",
@@ -13,5 +13,7 @@ __all__ = [
     "load",
     "params_from_state_dict",
     "save",
+    "stack_blocks",
     "state_dict_from_params",
+    "unstack_blocks",
 ]

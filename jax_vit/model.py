@@ -12,6 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax_vit.attention import packed_attention
+from jax_vit.gelu import gelu
+from jax_vit.layer_norm import LayerNorm
 from vit_spec import ViTConfig, sincos_2d
 from vit_spec.inputs import check_images
 
@@ -20,12 +23,12 @@ Dtype = Any
 
 def _gelu(config: ViTConfig):
     approximate = config.gelu == "tanh"
-    return lambda x: nn.gelu(x, approximate=approximate)
+    return lambda x: gelu(x, approximate)
 
 
-def _layer_norm(config: ViTConfig, name: str, dtype: Dtype) -> nn.LayerNorm:
+def _layer_norm(config: ViTConfig, name: str, dtype: Dtype) -> LayerNorm:
     # Two-pass variance, as torch computes it: the fast E[x^2]-E[x]^2 form costs parity digits.
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, use_fast_variance=False, dtype=dtype, name=name)
+    return LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, name=name)
 
 
 class PatchEmbed(nn.Module):
@@ -57,11 +60,10 @@ class Attention(nn.Module):
         qkv = nn.Dense(3 * d, use_bias=cfg.qkv_bias, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="qkv")(x)
         # Features are laid out (3, heads, head_dim), as timm's reshape reads them.
         qkv = qkv.reshape(b, t, 3, cfg.heads, cfg.head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, heads, head_dim)
         attn_dropout = not deterministic and cfg.attention_dropout > 0
         probs = None
-        # jax.nn.dot_product_attention takes its softmax in float32, which would cap float64 at float32 precision.
-        if return_probs or attn_dropout or q.dtype == jnp.float64:
+        if return_probs or attn_dropout:
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, heads, head_dim)
             q = q * cfg.head_dim**-0.5
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
             # Softmax in at least float32, also under bfloat16 compute.
@@ -70,8 +72,8 @@ class Attention(nn.Module):
             dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
             out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v)
         else:
-            # Fused kernel where the backend has one; the (T, T) probabilities need not exist.
-            out = jax.nn.dot_product_attention(q, k, v, scale=cfg.head_dim**-0.5)
+            # cuDNN's fused kernel on GPUs (bf16/f16), elsewhere XLA with a hand-written gradient.
+            out = packed_attention(qkv, cfg.head_dim**-0.5)
         out = out.reshape(b, t, d)
         out = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="proj")(out)
         out = nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
@@ -102,7 +104,12 @@ class MlpBlock(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)), each branch under stochastic depth."""
+    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)), each branch under stochastic depth.
+
+    `drop_path` is the block's stochastic depth rate; `drop_path_rate=` (a traced scalar) overrides it
+    where the rate is data rather than a constant: under `ViT(scan_blocks=True)` each layer's rate is a
+    scanned input.
+    """
 
     config: ViTConfig
     drop_path: float = 0.0
@@ -110,11 +117,23 @@ class EncoderBlock(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, *, deterministic: bool = True, return_probs: bool = False
+        self,
+        x: jax.Array,
+        *,
+        deterministic: bool = True,
+        return_probs: bool = False,
+        drop_path_rate: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
         cfg = self.config
         # Stochastic depth: one keep/drop decision per sample, broadcast over tokens and features.
-        drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2))
+        if drop_path_rate is None:
+            drop_path = nn.Dropout(self.drop_path, broadcast_dims=(1, 2))
+        else:
+
+            def drop_path(y: jax.Array, deterministic: bool) -> jax.Array:
+                if deterministic or cfg.drop_path == 0:  # no stochastic depth anywhere: draw nothing
+                    return y
+                return drop_path_by_rate(y, drop_path_rate, self.make_rng("dropout"))
         y = _layer_norm(cfg, "norm1", self.dtype)(x)
         y, probs = Attention(cfg, self.dtype, name="attn")(y, deterministic=deterministic, return_probs=return_probs)
         x = x + drop_path(y, deterministic=deterministic)
@@ -124,12 +143,44 @@ class EncoderBlock(nn.Module):
         return x, probs
 
 
+def drop_path_by_rate(y: jax.Array, rate: jax.Array, rng: jax.Array) -> jax.Array:
+    """Stochastic depth of a (B, T, D) branch at a traced rate: nn.Dropout(rate, broadcast_dims=(1, 2)),
+    whose rate must be a Python float, computed the same way from the same key (the same samples
+    dropped; XLA multiplies the kept ones by 1 / keep where nn.Dropout divides by a constant keep,
+    which can differ in the last bit).
+
+    Args:
+        y: the branch output.
+        rate: the drop probability, a scalar array (0 keeps every sample).
+        rng: the key of the draw.
+    """
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    mask = jax.random.bernoulli(rng, keep, (y.shape[0], 1, 1))
+    # y / keep in y's dtype, as nn.Dropout's y / keep_prob (a Python float) under bfloat16 compute.
+    return jax.lax.select(jnp.broadcast_to(mask, y.shape), y / keep.astype(y.dtype), jnp.zeros_like(y))
+
+
+# Where ViT(scan_blocks=True) keeps its blocks' parameters, stacked along a leading depth axis.
+SCANNED_BLOCKS = "blocks"
+
+
 class ViT(nn.Module):
     """Vision Transformer on NHWC float images.
 
     Attributes:
         config: the architecture.
         dtype: compute dtype (e.g. jnp.bfloat16); parameters keep their own dtype. None: from the inputs.
+        scan_blocks: run the encoder blocks as one `nn.scan` over depth: their parameters are stacked
+            along a leading depth axis under params["blocks"] (instead of blocks_0 ... blocks_{depth-1};
+            `jax_vit.stack_blocks` / `unstack_blocks` convert), and the program holds one block, so
+            compile time stays flat as depth grows. The same function of the same weights (to float32
+            rounding: XLA compiles the scanned block apart, and fuses it differently); under train=True
+            the dropout and stochastic-depth draws come from other, equally distributed, keys: scan
+            splits the "dropout" stream per layer where the loop folds in each block's name.
+        remat: recompute each block's activations in the backward pass instead of keeping them
+            (`nn.remat`): less memory for about one more forward pass. Use it with scan_blocks: there
+            the loop pins each recomputation to its layer's backward step; measured on XLA:CPU, the
+            unscanned program's peak memory does not drop (`python -m vit_cli.bench_compile`).
 
     `apply(variables, images)` returns logits. `train=True` turns on dropout and stochastic depth
     (pass rngs={"dropout": key}). `return_intermediates=True` returns (logits, intermediates) with
@@ -140,6 +191,8 @@ class ViT(nn.Module):
 
     config: ViTConfig
     dtype: Dtype = None
+    scan_blocks: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False, return_intermediates: bool = False):
@@ -163,13 +216,34 @@ class ViT(nn.Module):
         inter["embed"] = x
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 
-        blocks, attn = [], []
-        for i, rate in enumerate(cfg.drop_path_rates()):
-            x, probs = EncoderBlock(cfg, rate, self.dtype, name=f"blocks_{i}")(
-                x, deterministic=deterministic, return_probs=return_intermediates
+        def run_block(block: EncoderBlock, x: jax.Array, rate: jax.Array | None):
+            x, probs = block(x, deterministic=deterministic, return_probs=return_intermediates, drop_path_rate=rate)
+            return x, (x, probs)
+
+        if self.remat:
+            # The flags are closed over (static); under scan the loop already keeps XLA from merging the
+            # recomputation with the forward pass (CSE), so prevent_cse only costs there.
+            run_block = nn.remat(run_block, prevent_cse=not self.scan_blocks)
+        if self.scan_blocks:
+            # One block's program, its parameters stacked over depth; each layer's stochastic-depth rate
+            # is a scanned input, and each layer gets its own init and dropout keys.
+            scan = nn.scan(
+                run_block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=0,
+                length=cfg.depth,
             )
-            blocks.append(x)
-            attn.append(probs)
+            rates = jnp.asarray(cfg.drop_path_rates(), jnp.float32)
+            x, (outs, probs) = scan(EncoderBlock(cfg, dtype=self.dtype, name=SCANNED_BLOCKS), x, rates)
+            blocks = [outs[i] for i in range(cfg.depth)]
+            attn = [probs[i] if return_intermediates else None for i in range(cfg.depth)]
+        else:
+            blocks, attn = [], []
+            for i, rate in enumerate(cfg.drop_path_rates()):
+                x, (_, probs) = run_block(EncoderBlock(cfg, rate, self.dtype, name=f"blocks_{i}"), x, None)
+                blocks.append(x)
+                attn.append(probs)
         inter["blocks"], inter["attn"] = tuple(blocks), tuple(attn)
 
         x = _layer_norm(cfg, "norm", self.dtype)(x)
@@ -186,10 +260,21 @@ class ViT(nn.Module):
         return (x, inter) if return_intermediates else x
 
 
-def init_params(config: ViTConfig, rng: jax.Array | int = 0) -> dict:
-    """Fresh parameters for `config` (float32), as a nested dict."""
+def init_params(config: ViTConfig, rng: jax.Array | int = 0, *, scan_blocks: bool = False) -> dict:
+    """Fresh parameters for `config` (float32), as a nested dict.
+
+    Args:
+        config: the architecture.
+        rng: a key or a seed.
+        scan_blocks: the layout of `ViT(scan_blocks=True)` (blocks stacked under "blocks"). The same
+            values as the per-block layout from the same rng, stacked: a run starts from the same
+            weights in either layout.
+    """
+    from jax_vit.weights import stack_blocks  # weights imports this module
+
     if isinstance(rng, int):
         rng = jax.random.key(rng)
     h, w = config.image_hw
     images = jnp.zeros((1, h, w, config.channels), jnp.float32)
-    return jax.jit(ViT(config).init)(rng, images)["params"]
+    params = jax.jit(ViT(config).init)(rng, images)["params"]
+    return stack_blocks(params) if scan_blocks else params

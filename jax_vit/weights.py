@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jax_vit.model import SCANNED_BLOCKS
 from vit_spec import ViTConfig, check_weights, load_weights, param_shapes, save_weights, sincos_2d
 from vit_spec.layout import WeightsError
+
+_BLOCK_KEY = re.compile(r"blocks_(\d+)")
+
+
+def stack_blocks(params: Mapping[str, Any]) -> dict:
+    """The per-block layout (blocks_0 ... blocks_{L-1}) -> ViT(scan_blocks=True)'s: params["blocks"],
+    every leaf stacked along a new leading depth axis. A stacked tree is returned as it is.
+
+    numpy leaves stay numpy (exact copies); device arrays are stacked on the device.
+    """
+    params = dict(params)
+    indices = sorted(int(m.group(1)) for k in params if (m := _BLOCK_KEY.fullmatch(k)))
+    if not indices:
+        return params
+    if SCANNED_BLOCKS in params:
+        raise WeightsError(f"the params hold both {SCANNED_BLOCKS!r} and blocks_N entries: not one layout")
+    if indices != list(range(len(indices))):
+        raise WeightsError(f"the params' blocks are not numbered 0..N-1: {indices}")
+    per_block = [params.pop(f"blocks_{i}") for i in indices]
+    numpy_only = all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(per_block))
+    stack = np.stack if numpy_only else jnp.stack
+    params[SCANNED_BLOCKS] = jax.tree_util.tree_map(lambda *xs: stack(xs), *per_block)
+    return params
+
+
+def unstack_blocks(params: Mapping[str, Any]) -> dict:
+    """ViT(scan_blocks=True)'s layout -> the per-block one (blocks_0 ... blocks_{L-1}), in that order.
+    A per-block tree is returned as it is. Slices are exact: the values are the stacked ones."""
+    params = dict(params)
+    if SCANNED_BLOCKS not in params:
+        return params
+    stacked = params.pop(SCANNED_BLOCKS)
+    depths = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(stacked)}
+    if len(depths) != 1:
+        raise WeightsError(f"params[{SCANNED_BLOCKS!r}] leaves disagree on the depth axis: {sorted(depths)}")
+    rest = params
+    params = {k: v for k, v in rest.items() if not k.startswith("blocks_")}
+    if len(params) != len(rest):
+        raise WeightsError(f"the params hold both {SCANNED_BLOCKS!r} and blocks_N entries: not one layout")
+    for i in range(depths.pop()):
+        params[f"blocks_{i}"] = jax.tree_util.tree_map(lambda x: x[i], stacked)
+    return params
 
 
 def _flax_path(name: str) -> tuple[tuple[str, ...], str]:
@@ -42,8 +87,14 @@ def _from_flax(leaf: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def params_from_state_dict(config: ViTConfig, state_dict: Mapping[str, Any]) -> dict:
-    """The shared layout (timm names, numpy arrays) -> Flax params. Exact: transposes only."""
+def params_from_state_dict(config: ViTConfig, state_dict: Mapping[str, Any], *, scan_blocks: bool = False) -> dict:
+    """The shared layout (timm names, numpy arrays) -> Flax params. Exact: transposes only.
+
+    Args:
+        config: the architecture the weights are checked against.
+        state_dict: timm-named arrays.
+        scan_blocks: give the layout of ViT(scan_blocks=True) (blocks stacked under "blocks").
+    """
     arrays = {k: np.asarray(v) for k, v in state_dict.items()}
     check_weights(config, arrays)
     params: dict = {}
@@ -56,14 +107,15 @@ def params_from_state_dict(config: ViTConfig, state_dict: Mapping[str, Any]) -> 
         for key in path:
             node = node.setdefault(key, {})
         node[leaf] = np.ascontiguousarray(array)
-    return params
+    return stack_blocks(params) if scan_blocks else params
 
 
 def state_dict_from_params(config: ViTConfig, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Flax params -> the shared layout, in timm's order. Exact: transposes only."""
+    """Flax params (either layout: per block or stacked by scan) -> the shared layout, in timm's order.
+    Exact: transposes only, so both layouts of the same weights give the same arrays (and files)."""
     flat = {
         tuple(getattr(k, "key", k) for k in path): np.asarray(jax.device_get(v))
-        for path, v in jax.tree_util.tree_flatten_with_path(dict(params))[0]
+        for path, v in jax.tree_util.tree_flatten_with_path(unstack_blocks(jax.device_get(dict(params))))[0]
     }
     out: dict[str, np.ndarray] = {}
     for name in param_shapes(config):
@@ -86,11 +138,16 @@ def state_dict_from_params(config: ViTConfig, params: Mapping[str, Any]) -> dict
 
 
 def save(path: str | os.PathLike, config: ViTConfig, params: Mapping[str, Any]) -> None:
-    """Writes `params` with `config` to a .safetensors file (atomic)."""
+    """Writes `params` (either layout) with `config` to a .safetensors file (atomic)."""
     save_weights(path, config, state_dict_from_params(config, params))
 
 
-def load(path: str | os.PathLike) -> tuple[ViTConfig, dict]:
-    """Reads a .safetensors file written by either framework: (config, Flax params as numpy arrays)."""
+def load(path: str | os.PathLike, *, scan_blocks: bool = False) -> tuple[ViTConfig, dict]:
+    """Reads a .safetensors file written by either framework: (config, Flax params as numpy arrays).
+
+    Args:
+        path: the file.
+        scan_blocks: give the layout of ViT(scan_blocks=True) instead of the per-block one.
+    """
     config, arrays = load_weights(path)
-    return config, params_from_state_dict(config, arrays)
+    return config, params_from_state_dict(config, arrays, scan_blocks=scan_blocks)

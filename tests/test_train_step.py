@@ -1,4 +1,4 @@
-"""The train step, the on-device augmentation and the optimizers of the two recipes."""
+"""The train step and the optimizers of the two recipes (augmentation: test_train_augment.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jax_vit import ViT, init_params
-from train import augment, optim
+from train import optim
 from train.augment import AugmentConfig
 from train.recipes import RECIPES, get_recipe
 from train.step import TrainState, make_train_step
@@ -55,66 +55,6 @@ def test_step_is_deterministic_and_depends_on_the_step():
         runs.append(jax.tree_util.tree_leaves(state.params))
     for a, b in zip(*runs):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-@pytest.mark.parametrize("name", ["tutorial", "default"])
-def test_augmentation_keeps_shapes_and_labels(name):
-    cfg = RECIPES[name].augment
-    images, labels = _batch(32)
-    x, targets = jax.jit(lambda k, i, l: augment.augment_batch(k, i, l, 10, cfg))(jax.random.key(3), images, labels)
-    assert x.shape == (32, 32, 32, 3) and x.dtype == jnp.float32
-    assert targets.shape == (32, 10)
-    np.testing.assert_allclose(np.asarray(targets).sum(-1), 1.0, rtol=1e-5)
-    targets = np.asarray(targets)
-    if cfg.mixup_alpha == 0 and cfg.cutmix_alpha == 0 and cfg.label_smoothing == 0:
-        np.testing.assert_array_equal(targets.argmax(-1), labels)
-        np.testing.assert_array_equal(targets.max(-1), 1.0)
-    else:
-        # Mixed targets put their mass on the example's own label and its partner's (the reversed batch).
-        partner = labels[::-1]
-        floor = cfg.label_smoothing / 10
-        for i in range(32):
-            heavy = set(np.flatnonzero(targets[i] > floor + 1e-6))
-            assert heavy <= {labels[i], partner[i]}, (i, heavy)
-
-
-def test_crop_and_flip_move_pixels_only():
-    images, _ = _batch(8)
-    x = jnp.asarray(images, jnp.float32)
-    cropped = np.asarray(augment.random_crop(jax.random.key(0), x, 4))
-    padded = np.pad(images.astype(np.float32), ((0, 0), (4, 4), (4, 4), (0, 0)))
-    for i in range(8):  # each output is some 32x32 window of the zero-padded input
-        windows = [padded[i, a : a + 32, b : b + 32] for a in range(9) for b in range(9)]
-        assert any(np.array_equal(cropped[i], w) for w in windows)
-    flipped = np.asarray(augment.random_flip(jax.random.key(1), x))
-    kinds = [np.array_equal(flipped[i], images[i]) or np.array_equal(flipped[i], images[i, :, ::-1]) for i in range(8)]
-    assert all(kinds)
-    assert not np.array_equal(flipped, images)  # with 8 images, some flip (seeded)
-
-
-def test_each_randaugment_op_keeps_shape_and_range():
-    images, _ = _batch(4)
-    x = jnp.asarray(images, jnp.float32) / 255
-
-    @jax.jit
-    def all_ops(x, m):
-        return jnp.stack([jax.vmap(lambda im: op(im, m))(x) for op in augment._OPS])
-
-    for m in (-0.9, 0.9):
-        out = np.asarray(all_ops(x, jnp.float32(m)))
-        assert out.shape == (augment.NUM_RANDAUGMENT_OPS,) + x.shape
-        assert np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
-        changed = [not np.allclose(out[i], x) for i in range(len(out))]
-        assert sum(changed) >= augment.NUM_RANDAUGMENT_OPS - 2, changed  # all but identity (and a no-op edge)
-
-
-def test_mixup_cutmix_mixes_targets_like_images():
-    cfg = AugmentConfig(cutmix_alpha=1.0, mix_prob=1.0)
-    images = jnp.zeros((4, 32, 32, 3)).at[:2].set(1.0)  # first half white, second black
-    targets = jax.nn.one_hot(jnp.asarray([0, 0, 1, 1]), 2)
-    mixed, t = augment.mix(jax.random.key(5), images, targets, cfg)
-    # The white fraction of each image equals its target weight on class 0 (CutMix's area lambda).
-    np.testing.assert_allclose(np.asarray(mixed).mean((1, 2, 3)), np.asarray(t)[:, 0], atol=1e-6)
 
 
 def test_masked_weight_decay_leaves_biases_norms_and_embeddings_alone():

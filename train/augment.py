@@ -59,24 +59,40 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(flip, images[:, :, ::-1], images)
 
 
-# RandAugment ops on one [0, 1] float image (H, W, C); `m` is the signed magnitude in [-1, 1].
+# RandAugment. Each op is defined on one [0, 1] float image (H, W, C) by the functions below, `m` being
+# the signed magnitude in [-1, 1]: they say what an op means, and tests hold the batched families of
+# `rand_augment` to them. Indices matter: they are what the per-image draws pick.
+OP_NAMES = (
+    "identity", "autocontrast", "equalize", "rotate", "posterize", "solarize", "color", "contrast",
+    "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+)
+NUM_RANDAUGMENT_OPS = len(OP_NAMES)
+_OP = {name: i for i, name in enumerate(OP_NAMES)}
+
+
 def _blend(a: jax.Array, b: jax.Array, factor: jax.Array) -> jax.Array:
     """PIL ImageEnhance: a + factor * (b - a), clipped."""
     return jnp.clip(a + factor * (b - a), 0.0, 1.0)
 
 
 def _gray(img: jax.Array) -> jax.Array:
+    """(..., H, W, C) -> (..., H, W, 1): ITU-R 601 luma (PIL's "L"), or the channel mean if not RGB."""
     if img.shape[-1] != 3:
         return jnp.mean(img, axis=-1, keepdims=True)
     return (img @ jnp.asarray([0.299, 0.587, 0.114], img.dtype))[..., None]
+
+
+def _pixel_grid(h: int, w: int) -> jax.Array:
+    """(H*W, 2) row, column of every pixel relative to the image centre."""
+    centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2])
+    return jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"), -1).reshape(-1, 2) - centre
 
 
 def _affine(img: jax.Array, inverse: jax.Array, shift: jax.Array) -> jax.Array:
     """Nearest-neighbour warp about the centre: out(p) = img(inverse @ (p - c) + c - shift), gray fill."""
     h, w, _ = img.shape
     centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2])
-    grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"), -1).reshape(-1, 2) - centre
-    src = jnp.round(grid @ inverse.T + centre - shift).astype(jnp.int32)
+    src = jnp.round(_pixel_grid(h, w) @ inverse.T + centre - shift).astype(jnp.int32)
     valid = (src[:, 0] >= 0) & (src[:, 0] < h) & (src[:, 1] >= 0) & (src[:, 1] < w)
     pixels = img[jnp.clip(src[:, 0], 0, h - 1), jnp.clip(src[:, 1], 0, w - 1)]
     return jnp.where(valid[:, None], pixels, 0.5).reshape(img.shape)
@@ -93,21 +109,30 @@ def _equalize_channel(channel: jax.Array) -> jax.Array:
     return jnp.where(step > 0, lut[v] / 255.0, v / 255.0).reshape(channel.shape).astype(channel.dtype)
 
 
-def _rotate(img, m):
+def _smooth(img: jax.Array) -> jax.Array:
+    """PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13) on (..., H, W, C), border pixels kept."""
+    h, w = img.shape[-3:-1]
+    pad = [(0, 0)] * (img.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+    p = jnp.pad(img, pad, mode="edge")
+    s = sum(p[..., i : i + h, j : j + w, :] for i in range(3) for j in range(3)) + 4 * img
+    rows, cols = jnp.arange(h)[:, None, None], jnp.arange(w)[None, :, None]
+    border = (rows == 0) | (rows == h - 1) | (cols == 0) | (cols == w - 1)
+    return jnp.where(border, img, s / 13.0)  # a select, not a scatter into a copy: one pass
+
+
+def _rotation(m: jax.Array) -> jax.Array:
+    """The inverse matrix of a rotation by m * 30 degrees."""
     a = m * math.radians(30.0)
-    return _affine(img, jnp.asarray([[jnp.cos(a), jnp.sin(a)], [-jnp.sin(a), jnp.cos(a)]]), jnp.zeros(2))
+    return jnp.asarray([[jnp.cos(a), jnp.sin(a)], [-jnp.sin(a), jnp.cos(a)]])
 
 
-def _sharpness(img, m):
-    # PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13), border pixels kept.
-    p = jnp.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    h, w, _ = img.shape
-    s = sum(p[i : i + h, j : j + w] for i in range(3) for j in range(3)) + 4 * img
-    smooth = img.at[1:-1, 1:-1].set((s / 13.0)[1:-1, 1:-1])
-    return _blend(smooth, img, 1.0 + 0.9 * m)
+def _posterize(img: jax.Array, m: jax.Array) -> jax.Array:
+    """Keep 8 - 4|m| bits of each level."""
+    scale = 2 ** jnp.round(4 * jnp.abs(m))
+    return jnp.floor(jnp.floor(img * 255) / scale) * scale / 255
 
 
-_OPS: tuple[Callable[[jax.Array, jax.Array], jax.Array], ...] = (
+REFERENCE_OPS: tuple[Callable[[jax.Array, jax.Array], jax.Array], ...] = (
     lambda img, m: img,  # identity
     lambda img, m: jnp.where(  # autocontrast
         img.max((0, 1)) > img.min((0, 1)),
@@ -115,25 +140,109 @@ _OPS: tuple[Callable[[jax.Array, jax.Array], jax.Array], ...] = (
         img,
     ),
     lambda img, m: jax.vmap(_equalize_channel, in_axes=-1, out_axes=-1)(img),  # equalize
-    _rotate,
-    lambda img, m: (  # posterize: keep 8 - 4|m| bits
-        jnp.floor(jnp.floor(img * 255) / 2 ** jnp.round(4 * jnp.abs(m))) * 2 ** jnp.round(4 * jnp.abs(m)) / 255
-    ),
+    lambda img, m: _affine(img, _rotation(m), jnp.zeros(2)),  # rotate
+    _posterize,
     lambda img, m: jnp.where(img >= 1.0 - jnp.abs(m), 1.0 - img, img),  # solarize
     lambda img, m: _blend(_gray(img), img, 1.0 + 0.9 * m),  # color (saturation)
     lambda img, m: _blend(jnp.mean(_gray(img)), img, 1.0 + 0.9 * m),  # contrast
     lambda img, m: _blend(jnp.zeros_like(img), img, 1.0 + 0.9 * m),  # brightness
-    _sharpness,
+    lambda img, m: _blend(_smooth(img), img, 1.0 + 0.9 * m),  # sharpness
     lambda img, m: _affine(img, jnp.asarray([[1.0, 0.0], [0.3 * m, 1.0]]), jnp.zeros(2)),  # shear x
     lambda img, m: _affine(img, jnp.asarray([[1.0, 0.3 * m], [0.0, 1.0]]), jnp.zeros(2)),  # shear y
     lambda img, m: _affine(img, jnp.eye(2), jnp.asarray([0.0, 0.45 * img.shape[1] * m])),  # translate x
     lambda img, m: _affine(img, jnp.eye(2), jnp.asarray([0.45 * img.shape[0] * m, 0.0])),  # translate y
 )
-NUM_RANDAUGMENT_OPS = len(_OPS)
+
+
+# The batched families: one op per image, each family computed once for the whole batch, leaving the
+# images whose op it does not hold exactly as they were. `op` (B,) int, `m` (B,) float.
+def _select(chosen: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+    return jnp.where(chosen[:, None, None, None], new, old)
+
+
+def geometric_family(x: jax.Array, op: jax.Array, m: jax.Array) -> jax.Array:
+    """Rotate, shear x/y, translate x/y: one nearest-neighbour warp with a per-image matrix and shift."""
+    _, h, w, c = x.shape
+    zero, one = jnp.zeros_like(m), jnp.ones_like(m)
+    shear_x = jnp.where(op == _OP["shear_x"], 0.3 * m, zero)
+    shear_y = jnp.where(op == _OP["shear_y"], 0.3 * m, zero)
+    shears = jnp.stack([jnp.stack([one, shear_y], -1), jnp.stack([shear_x, one], -1)], -2)  # (B, 2, 2)
+    inverse = jnp.where((op == _OP["rotate"])[:, None, None], jax.vmap(_rotation)(m), shears)
+    shift = jnp.stack(
+        [jnp.where(op == _OP["translate_y"], 0.45 * h * m, zero), jnp.where(op == _OP["translate_x"], 0.45 * w * m, zero)],
+        -1,
+    )
+    centre = jnp.asarray([(h - 1) / 2, (w - 1) / 2])
+    # inverse @ (p - c) per image, written out: the same two products and sum as `_affine`'s matmul.
+    grid = _pixel_grid(h, w)
+    src = grid[None, :, None, 0] * inverse[:, None, :, 0] + grid[None, :, None, 1] * inverse[:, None, :, 1]
+    src = jnp.round(src + centre - shift[:, None, :]).astype(jnp.int32)  # (B, H*W, 2)
+    valid = (src[..., 0] >= 0) & (src[..., 0] < h) & (src[..., 1] >= 0) & (src[..., 1] < w)
+    flat = jnp.clip(src[..., 0], 0, h - 1) * w + jnp.clip(src[..., 1], 0, w - 1)
+    # Batched (vmap) gathers, not one over the flattened batch: each device reads only its own images.
+    pixels = jax.vmap(lambda img, idx: img.reshape(h * w, c)[idx])(x, flat)
+    warped = jnp.where(valid[..., None], pixels, 0.5).reshape(x.shape)
+    geometric = [_OP[k] for k in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")]
+    return _select(jnp.isin(op, jnp.asarray(geometric)), warped, x)
+
+
+def _equalize_image(img: jax.Array) -> jax.Array:
+    """`_equalize_channel` on every channel of one image, with one histogram scatter for all channels.
+
+    Written for XLA CPU: the table's element-wise part is fused into the per-pixel gather and
+    recomputed there, so it keeps to reductions and truncating `lax.div` on non-negative counts
+    (jnp's floor division, with its sign fix-ups, costs 3x as much).
+    """
+    h, w, c = img.shape
+    v = jnp.round(img * 255).astype(jnp.int32)
+    bins = jnp.arange(c) * 256 + v  # (channel, level) flattened: one scatter fills every channel
+    hist = jnp.zeros(c * 256, jnp.int32).at[bins.reshape(-1)].add(1).reshape(c, 256)
+    levels = jnp.arange(256)
+    top = jnp.max(jnp.where(hist > 0, levels, -1), axis=-1, keepdims=True)  # highest occupied level
+    last = jnp.sum(jnp.where(levels == top, hist, 0), axis=-1)  # its count
+    step = jax.lax.div(h * w - last, 255)  # (C,), non-negative: truncation is floor
+    cdf = jnp.cumsum(hist, -1) - hist
+    lut = jnp.clip(jax.lax.div(cdf + jax.lax.div(step, 2)[:, None], jnp.maximum(step, 1)[:, None]), 0, 255)
+    equalized = lut.reshape(-1)[bins] / 255.0
+    return jnp.where(step > 0, equalized, v / 255.0).astype(img.dtype)
+
+
+def pointwise_family(x: jax.Array, op: jax.Array, m: jax.Array) -> jax.Array:
+    """Autocontrast, equalize, posterize, solarize: per-image, per-channel maps of each level.
+
+    Computed as formulas, each one fused element-wise pass, rather than as a table on the 256 levels:
+    after a blend in an earlier layer pixels lie between levels, where autocontrast and solarize act
+    on the exact value. Only equalize needs its table (from the image's histogram).
+    """
+    lo, hi = x.min((1, 2), keepdims=True), x.max((1, 2), keepdims=True)
+    autocontrast = jnp.where(hi > lo, (x - lo) / jnp.maximum(hi - lo, 1e-6), x)
+    mb = m[:, None, None, None]
+    solarize = jnp.where(x >= 1.0 - jnp.abs(mb), 1.0 - x, x)
+    out = _select(op == _OP["autocontrast"], autocontrast, x)
+    out = _select(op == _OP["solarize"], solarize, out)
+    out = _select(op == _OP["posterize"], _posterize(x, mb), out)
+    # Equalize's histogram is the expensive part: computed once per image here, and nowhere else.
+    return _select(op == _OP["equalize"], jax.vmap(_equalize_image)(x), out)
+
+
+def blend_family(x: jax.Array, op: jax.Array, m: jax.Array) -> jax.Array:
+    """Color, contrast, brightness, sharpness: a blend towards a per-image target by a per-image factor."""
+    gray = _gray(x)
+    sharp = _select(op == _OP["sharpness"], _smooth(x), jnp.zeros_like(x))
+    target = _select(op == _OP["color"], jnp.broadcast_to(gray, x.shape), sharp)
+    target = _select(op == _OP["contrast"], jnp.broadcast_to(gray.mean((1, 2, 3), keepdims=True), x.shape), target)
+    blended = _blend(target, x, 1.0 + 0.9 * m[:, None, None, None])
+    blends = [_OP[k] for k in ("color", "contrast", "brightness", "sharpness")]
+    return _select(jnp.isin(op, jnp.asarray(blends)), blended, x)
 
 
 def rand_augment(key: jax.Array, images: jax.Array, num_ops: int, magnitude: float, prob: float = 0.5) -> jax.Array:
-    """RandAugment on [0, 1] float images: per image, `num_ops` ops drawn uniformly, each applied with `prob`."""
+    """RandAugment on [0, 1] float images: per image, `num_ops` ops drawn uniformly, each applied with `prob`.
+
+    Computes what `REFERENCE_OPS` define, batched by family: a layer costs one warp, one pass of
+    point-wise maps (one equalize histogram) and one blend per image, not all 14 ops per image, which
+    is what a `lax.switch` under `vmap` compiles to.
+    """
     if num_ops <= 0:
         return images
     b = images.shape[0]
@@ -144,12 +253,15 @@ def rand_augment(key: jax.Array, images: jax.Array, num_ops: int, magnitude: flo
     level = min(magnitude, 10.0) / 10.0
 
     def layer(x: jax.Array, draws: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        def one(img, op, on, sign):
-            return jnp.where(on, jax.lax.switch(op, _OPS, img, level * sign), img)
+        op, on, sign = draws
+        op = jnp.where(on, op, _OP["identity"])
+        m = level * sign
+        # One op per image: each family changes only its own images, so their order does not matter.
+        x = geometric_family(x, op, m)
+        x = pointwise_family(x, op, m)
+        return blend_family(x, op, m), None
 
-        return jax.vmap(one)(x, *draws), None
-
-    # A scan over the layers: XLA compiles the 14-way op selection once, not num_ops times.
+    # A scan over the layers: XLA compiles the families once, not num_ops times.
     images, _ = jax.lax.scan(layer, images, (ops.T, apply.T, signs.T))
     return images
 

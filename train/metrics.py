@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
+
+import jax
 
 from vit_spec import atomic_path
 
@@ -65,10 +68,19 @@ class MetricsLog:
 
 
 class Progress:
-    """A tqdm bar over the run's steps with loss, accuracy and images/s (ETA comes from tqdm)."""
+    """A tqdm bar over the run's steps with loss, accuracy and images/s (ETA comes from tqdm).
 
-    def __init__(self, total: int, initial: int, enabled: bool):
+    The bar counts finished steps, not dispatched ones: jitted steps run asynchronously, so the loop
+    hands each call's result to `dispatched` and the bar advances when that result is ready. At most
+    `in_flight` calls stay unfinished: enough that the device always has the next step queued while
+    the host prepares another, few enough that the bar (and tqdm's rate and ETA) follow the device.
+    The window holds without a bar too, so runs with and without one dispatch alike.
+    """
+
+    def __init__(self, total: int, initial: int, enabled: bool, in_flight: int = 2):
         self.bar = None
+        self.in_flight = in_flight
+        self._unfinished: collections.deque[tuple[int, Any]] = collections.deque()  # (steps, result)
         if enabled:
             from tqdm import tqdm
 
@@ -77,6 +89,26 @@ class Progress:
     def update(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def dispatched(self, steps: int, result: Any) -> None:
+        """A call of `steps` steps was dispatched; `result` (a pytree of its arrays) is ready when it finished.
+
+        Counts the calls that have finished, oldest first, then waits for the oldest while more than
+        `in_flight` are unfinished.
+        """
+        self._unfinished.append((steps, result))
+        while self._unfinished and (len(self._unfinished) > self.in_flight or _is_ready(self._unfinished[0][1])):
+            self._count_oldest()
+
+    def drain(self) -> None:
+        """Waits for every dispatched call and counts it (before a log, an evaluation or a checkpoint)."""
+        while self._unfinished:
+            self._count_oldest()
+
+    def _count_oldest(self) -> None:
+        steps, result = self._unfinished.popleft()
+        jax.block_until_ready(result)
+        self.update(steps)
 
     def show(self, **values: Any) -> None:
         if self.bar is not None:
@@ -91,3 +123,8 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _is_ready(tree: Any) -> bool:
+    """Whether every jax array in `tree` has been computed (without waiting)."""
+    return all(leaf.is_ready() for leaf in jax.tree_util.tree_leaves(tree) if isinstance(leaf, jax.Array))

@@ -16,14 +16,14 @@ import numpy as np
 import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
-from train import sharding
+from train import device_data, sharding
 from train.checkpoint import Checkpoints
 from train.evaluate import evaluate, make_eval_step
 from train.finetune import finetune_start
 from train.metrics import MetricsLog, Progress
 from train.optim import make_optimizer
 from train.recipes import Recipe, get_recipe
-from train.step import TrainState, make_train_step
+from train.step import TrainState, make_multi_step, make_train_step
 from vit_spec import ViTConfig, atomic_path
 
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
@@ -57,6 +57,8 @@ class TrainOptions:
     checkpoint_every: int | None = None  # steps; None: once per epoch
     keep_checkpoints: int = 3
     streaming: bool = False  # read training batches from the data source instead of memory
+    steps_per_dispatch: int = 1  # train steps per jitted call; >1 keeps the split on the device
+    data_on_device: bool = False  # the split on the device, batches gathered there (implied by steps_per_dispatch > 1)
     progress: bool = True
     eval_batch_size: int = 1000
     init_from: str | None = None  # a checkpoint in any format `vit convert` reads: fine-tune from it
@@ -102,6 +104,15 @@ def train(
         raise ValueError(f"unknown --dtype {options.dtype!r}: use one of {sorted(DTYPES)}")
     if options.steps is not None and options.steps <= 0:
         raise ValueError(f"--steps must be positive, got {options.steps}")
+    if options.steps_per_dispatch < 1:
+        raise ValueError(f"--steps-per-dispatch must be at least 1, got {options.steps_per_dispatch}")
+    # Several steps per call gather their batches on the device, from the split kept there.
+    on_device = options.data_on_device or options.steps_per_dispatch > 1
+    if on_device and options.streaming:
+        raise ValueError(
+            "--streaming reads batches on the host, for data too large for memory: it cannot be combined with "
+            "--steps-per-dispatch above 1 or --data-on-device, which keep the whole split on the device"
+        )
     recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
     ViTConfig.from_variant(options.model)  # an unknown variant fails here, before any data is read
     mesh = sharding.make_mesh()
@@ -149,6 +160,9 @@ def train(
         "total_steps": total,
         "steps_per_epoch": spe,
         "dtype": options.dtype,
+        # Runs of another K (or data path) agree to float32 rounding, not bit for bit (train.step.make_multi_step).
+        "steps_per_dispatch": options.steps_per_dispatch,
+        "data_on_device": on_device,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
     }
@@ -173,6 +187,10 @@ def train(
             meta["seed"] = options.seed
         if found.get("total_steps", total) != total:
             print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
+        if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
+            print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
+                  f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
+                  "compiled otherwise, so equal to float32 rounding rather than bit for bit", file=sys.stderr)
     if lead:
         with atomic_path(workdir / "config.json") as tmp:
             tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")
@@ -184,30 +202,50 @@ def train(
     if restored is not None:
         progress.note(f"resuming from step {start} of {total} in {workdir}")
     pi, pc = jax.process_index(), jax.process_count()
-    if train_source is not None:
+    if on_device:
+        # The split goes to the device once; each call then sends only its batches' rows.
+        train_split = device_data.put_split(dataset.train, mesh)
+        multi_step = make_multi_step(model, tx, schedule, recipe.augment, num_classes, mesh)
+    elif train_source is not None:
         batches = iter(data_lib.StreamingBatches(train_source, order, start, total, pi, pc))
     else:
         batches = data_lib.memory_batches(dataset.train, order, start, total, pi, pc)
+    # A call never runs past a step that logs, evaluates or checkpoints: those need its state.
+    boundaries = (options.log_every, checkpoint_every, spe * options.eval_every)
 
     pending: list[dict[str, jax.Array]] = []
     tick, tick_step = time.perf_counter(), start
     last_eval: dict[str, float] | None = None
-    untimed = 0  # pending steps that ran before the timer started (the compiling one)
+    untimed = 0  # pending steps of calls that compiled their program: no speed for them
+    compiled: set[int] = set()  # the call lengths (steps per call) compiled so far
     try:
-        for step in range(start, total):
-            images, labels = sharding.global_batch(mesh, *next(batches))
-            state, metrics = train_step(state, (images, labels), rng)
+        step = start
+        while step < total:
+            done = call_end(step, options.steps_per_dispatch if on_device else 1, total, boundaries)
+            compiles = done - step not in compiled
+            if compiles:
+                jax.block_until_ready(pending)  # the calls before are timed up to here
+                compile_start = time.perf_counter()
+            if on_device:
+                rows = device_data.global_rows(mesh, device_data.chunk_rows(order, step, done - step, pi, pc))
+                state, metrics = multi_step(state, train_split, rows, rng)
+            else:
+                images, labels = sharding.global_batch(mesh, *next(batches))
+                state, metrics = train_step(state, (images, labels), rng)
             pending.append(metrics)
-            progress.update()
-            done = step + 1
-            if step == start:  # leave compilation out of images/s
+            progress.dispatched(done - step, metrics)  # the bar counts the steps as they finish
+            if compiles:  # leave compilation out of images/s
                 jax.block_until_ready(metrics)
-                tick, untimed = time.perf_counter(), 1
+                tick += time.perf_counter() - compile_start
+                untimed += done - step
+                compiled.add(done - step)
+            step = done
             is_last = done == total
             want_eval = is_last or (options.eval_every > 0 and done % spe == 0 and (done // spe) % options.eval_every == 0)
             want_checkpoint = is_last or done % checkpoint_every == 0
             if pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
                 jax.block_until_ready(pending)  # steps run asynchronously: time them once finished
+                progress.drain()
                 record = _summarise(pending, done, spe, recipe.batch_size, time.perf_counter() - tick, untimed)
                 if not record.pop("finite"):
                     good = checkpoints.steps()
@@ -243,11 +281,28 @@ def train(
     return TrainResult(str(workdir), config, total, last_eval["accuracy"], last_eval["loss"], host_params, log.records)
 
 
+def call_end(step: int, steps_per_call: int, total: int, boundaries: tuple[int, ...]) -> int:
+    """Where a call of up to `steps_per_call` steps from `step` ends: at most at `total`, and at the first
+    multiple of each boundary period (log, checkpoint, evaluation; 0: none) after `step`."""
+    end = min(step + steps_per_call, total)
+    for period in boundaries:
+        if period > 0:
+            end = min(end, (step // period + 1) * period)
+    return end
+
+
 def _summarise(
     pending: list[dict[str, jax.Array]], step: int, spe: int, batch: int, seconds: float, untimed: int = 0
 ) -> dict[str, Any]:
-    """The train record of the steps since the last one: means, the last lr, images/s (of the timed steps)."""
-    values = sharding.to_host(pending)
+    """The train record of the steps since the last one: means, the last lr, images/s (of the timed steps).
+
+    `pending` holds one metrics dict per call: scalars (one step) or arrays of K steps (make_multi_step).
+    """
+    values = [
+        dict(zip(call, step_values))
+        for call in sharding.to_host(pending)
+        for step_values in zip(*(np.reshape(v, -1) for v in call.values()))
+    ]
     mean = lambda k: float(np.mean([v[k] for v in values]))
     return {
         "kind": "train",

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "vit_cli.convert",  # vit convert
     "vit_cli.parity",  # vit parity
     "vit_cli.summary",  # vit summary
+    "vit_cli.bench",  # vit bench
 )
 
 

@@ -1,0 +1,189 @@
+"""On-device augmentation: crop, flip, mixup/CutMix, and RandAugment's batched op families held to the per-op reference."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from train import augment
+from train.augment import OP_NAMES, REFERENCE_OPS, AugmentConfig
+from train.recipes import RECIPES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _batch(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
+
+
+def _reference_layer(x: jax.Array, op: jax.Array, m: jax.Array) -> jax.Array:
+    """One RandAugment layer as it was first written: every image through `lax.switch` over the per-op functions."""
+    return jax.vmap(lambda img, i, mi: jax.lax.switch(i, REFERENCE_OPS, img, mi))(x, op, m)
+
+
+def _families(x: jax.Array, op: jax.Array, m: jax.Array) -> jax.Array:
+    x = augment.geometric_family(x, op, m)
+    x = augment.pointwise_family(x, op, m)
+    return augment.blend_family(x, op, m)
+
+
+def _reference_rand_augment(key: jax.Array, images: jax.Array, num_ops: int, magnitude: float, prob: float) -> jax.Array:
+    """`rand_augment` with the same draws, applying the per-op reference functions."""
+    b = images.shape[0]
+    k_op, k_apply, k_sign = jax.random.split(key, 3)
+    ops = jax.random.randint(k_op, (b, num_ops), 0, augment.NUM_RANDAUGMENT_OPS)
+    apply = jax.random.bernoulli(k_apply, prob, (b, num_ops))
+    signs = jnp.where(jax.random.bernoulli(k_sign, 0.5, (b, num_ops)), 1.0, -1.0)
+    level = min(magnitude, 10.0) / 10.0
+    for layer in range(num_ops):
+        out = _reference_layer(images, ops[:, layer], level * signs[:, layer])
+        images = jnp.where(apply[:, layer, None, None, None], out, images)
+    return images
+
+
+def _test_images(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
+    """Images that reach the ops' edge cases: on the 256-level grid, off it (as after a blend), few levels, flat."""
+    h, w, c = shape
+    rng = np.random.default_rng(seed)
+    n = 2 * augment.NUM_RANDAUGMENT_OPS
+    on_grid = rng.integers(0, 256, (n, h, w, c)).astype(np.float32) / 255
+    few_levels = on_grid.copy()
+    few_levels[: n // 2] = np.round(few_levels[: n // 2] * 3) / 3  # 4 levels: equalize's step is large
+    few_levels[n // 2 :: 3] = 0.5  # flat images: autocontrast and equalize leave them alone
+    few_levels[n // 2 + 1 :: 3, ..., 0] = 1.0  # one flat channel
+    return {
+        "on_grid": on_grid,
+        "off_grid": rng.random((n, h, w, c)).astype(np.float32),
+        "few_levels": few_levels.astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (16, 16, 1)])
+def test_each_family_computes_its_ops_as_the_reference(shape):
+    families, reference = jax.jit(_families), jax.jit(_reference_layer)
+    n = 2 * augment.NUM_RANDAUGMENT_OPS
+    magnitudes = np.resize(np.asarray([-1.0, -0.9, -0.45, 0.0, 0.3, 0.9, 1.0], np.float32), n)
+    for seed, (kind, images) in enumerate(_test_images(shape, seed=sum(shape)).items()):
+        # Every op on two images of the batch, so each family also meets images it must leave alone.
+        op = np.random.default_rng(seed).permutation(np.arange(n) % augment.NUM_RANDAUGMENT_OPS)
+        got = np.asarray(families(images, op, magnitudes))
+        want = np.asarray(reference(images, op, magnitudes))
+        for i, name in enumerate(OP_NAMES):
+            rows = op == i
+            np.testing.assert_array_equal(got[rows], want[rows], err_msg=f"{name} on {kind} images {shape}")
+
+
+@pytest.mark.parametrize(("num_ops", "magnitude", "prob"), [(2, 9.0, 0.5), (1, 5.0, 1.0), (3, 10.0, 0.5)])
+def test_rand_augment_matches_the_per_op_reference(num_ops, magnitude, prob):
+    images, _ = _batch(32, seed=num_ops)
+    x = jnp.asarray(images, jnp.float32) / 255
+    fast = jax.jit(lambda k, x: augment.rand_augment(k, x, num_ops, magnitude, prob))
+    slow = jax.jit(lambda k, x: _reference_rand_augment(k, x, num_ops, magnitude, prob))
+    for seed in range(3):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(np.asarray(fast(key, x)), np.asarray(slow(key, x)))
+
+
+def test_each_randaugment_op_keeps_shape_and_range():
+    images, _ = _batch(4)
+    x = jnp.asarray(images, jnp.float32) / 255
+
+    @jax.jit
+    def all_ops(x, m):
+        return jnp.stack([jax.vmap(lambda im: op(im, m))(x) for op in REFERENCE_OPS])
+
+    for m in (-0.9, 0.9):
+        out = np.asarray(all_ops(x, jnp.float32(m)))
+        assert out.shape == (augment.NUM_RANDAUGMENT_OPS,) + x.shape
+        assert np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+        changed = [not np.allclose(out[i], x) for i in range(len(out))]
+        assert sum(changed) >= augment.NUM_RANDAUGMENT_OPS - 2, changed  # all but identity (and a no-op edge)
+
+
+@pytest.mark.parametrize("name", ["tutorial", "default"])
+def test_augmentation_keeps_shapes_and_labels(name):
+    cfg = RECIPES[name].augment
+    images, labels = _batch(32)
+    x, targets = jax.jit(lambda k, i, l: augment.augment_batch(k, i, l, 10, cfg))(jax.random.key(3), images, labels)
+    assert x.shape == (32, 32, 32, 3) and x.dtype == jnp.float32
+    assert targets.shape == (32, 10)
+    np.testing.assert_allclose(np.asarray(targets).sum(-1), 1.0, rtol=1e-5)
+    targets = np.asarray(targets)
+    if cfg.mixup_alpha == 0 and cfg.cutmix_alpha == 0 and cfg.label_smoothing == 0:
+        np.testing.assert_array_equal(targets.argmax(-1), labels)
+        np.testing.assert_array_equal(targets.max(-1), 1.0)
+    else:
+        # Mixed targets put their mass on the example's own label and its partner's (the reversed batch).
+        partner = labels[::-1]
+        floor = cfg.label_smoothing / 10
+        for i in range(32):
+            heavy = set(np.flatnonzero(targets[i] > floor + 1e-6))
+            assert heavy <= {labels[i], partner[i]}, (i, heavy)
+
+
+def test_crop_and_flip_move_pixels_only():
+    images, _ = _batch(8)
+    x = jnp.asarray(images, jnp.float32)
+    cropped = np.asarray(augment.random_crop(jax.random.key(0), x, 4))
+    padded = np.pad(images.astype(np.float32), ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(8):  # each output is some 32x32 window of the zero-padded input
+        windows = [padded[i, a : a + 32, b : b + 32] for a in range(9) for b in range(9)]
+        assert any(np.array_equal(cropped[i], w) for w in windows)
+    flipped = np.asarray(augment.random_flip(jax.random.key(1), x))
+    kinds = [np.array_equal(flipped[i], images[i]) or np.array_equal(flipped[i], images[i, :, ::-1]) for i in range(8)]
+    assert all(kinds)
+    assert not np.array_equal(flipped, images)  # with 8 images, some flip (seeded)
+
+
+def test_mixup_cutmix_mixes_targets_like_images():
+    cfg = AugmentConfig(cutmix_alpha=1.0, mix_prob=1.0)
+    images = jnp.zeros((4, 32, 32, 3)).at[:2].set(1.0)  # first half white, second black
+    targets = jax.nn.one_hot(jnp.asarray([0, 0, 1, 1]), 2)
+    mixed, t = augment.mix(jax.random.key(5), images, targets, cfg)
+    # The white fraction of each image equals its target weight on class 0 (CutMix's area lambda).
+    np.testing.assert_allclose(np.asarray(mixed).mean((1, 2, 3)), np.asarray(t)[:, 0], atol=1e-6)
+
+
+SHARDED = r"""
+import json
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from train.augment import augment_batch
+from train.recipes import RECIPES
+
+cfg = RECIPES["default"].augment
+mesh = Mesh(np.asarray(jax.devices()), ("data",))
+batch, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 10, 64).astype(np.int32)
+fn = lambda k, i, l: augment_batch(k, i, l, 10, cfg)
+sharded = jax.jit(fn, in_shardings=(whole, batch, batch), out_shardings=(batch, batch))
+key = jax.random.key(1)
+hlo = sharded.lower(key, images, labels).compile().as_text()
+same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(sharded(key, images, labels), jax.jit(fn)(key, images, labels)))
+collectives = sorted({op for op in ("all-gather", "all-reduce", "all-to-all") if op + "(" in hlo})
+print("RESULT " + json.dumps({"devices": jax.device_count(), "same": same, "collectives": collectives}))
+"""
+
+
+def test_augmentation_is_per_device_and_the_same_on_8_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    assert result["devices"] == 8
+    assert result["same"], "the batch sharded over 8 devices is augmented otherwise than on one"
+    # Each device augments its own images: no gathering of the batch, no batch-wide histogram (mixing
+    # with the reversed batch moves the partner images, by collective-permute, and nothing else).
+    assert result["collectives"] == [], result["collectives"]
