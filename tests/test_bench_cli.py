@@ -139,3 +139,40 @@ def test_a_failing_torch_compile_is_recorded_not_fatal(monkeypatch, tmp_path, ca
     assert record["faster_torch_mode"] == "torch" and record["modes"]["jax"]["peak_fraction"] is None
     out = capsys.readouterr().out
     assert "| failed |" in out and "torch-compile failed: RuntimeError: no C++ compiler" in out
+
+
+def test_profile_and_ablation_sections_write_their_findings(tmp_path, capsys):
+    out = tmp_path / "sections.json"
+    argv = ["bench", "--rows", "smoke", "--sections", "profile", "ablation", "--no-peak", "--repeats", "1",
+            "--steps", "1", "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["rows"] == []  # no sweep asked for
+    profile = report["profile"]
+    groups = {g["group"] for g in profile["groups"]}
+    # Every layer part the model has shows up, and the shares add up to the whole.
+    assert {"attention: scores, softmax, layout", "LayerNorm", "GELU", "MLP dense"} <= groups
+    assert sum(g["share"] for g in profile["groups"]) == pytest.approx(1.0)
+    variants = [r["variant"] for r in report["ablation"]["rows"]]
+    assert variants[0] == "this project" and "PyTorch eager" in variants and len(variants) == 6
+    assert all(r["images_per_s"] > 0 for r in report["ablation"]["rows"])
+    assert "| variant | ms/step |" in capsys.readouterr().out
+
+
+def test_ablation_variants_put_the_library_pieces_back_and_restore_ours():
+    import jax_vit.model as model_module
+    from vit_cli.bench_ablation import _pieces_put_back
+
+    ours = (model_module.LayerNorm, model_module.gelu, model_module.packed_attention)
+    with _pieces_put_back(("LayerNorm", "gelu", "packed_attention")):
+        assert model_module.packed_attention is not ours[2] and model_module.gelu is not ours[1]
+    assert (model_module.LayerNorm, model_module.gelu, model_module.packed_attention) == ours
+
+
+def test_dispatch_section_times_the_host_and_the_device_paths():
+    from vit_cli.bench_dispatch import format_dispatch, measure_dispatch
+
+    result = measure_dispatch(batch_size=8, ks=(1, 2), steps=2, repeats=1, examples=64)
+    assert [r["variant"] for r in result["rows"]] == ["host, K=1", "device, K=1", "device, K=2"]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert "| path | images/s" in format_dispatch(result)

@@ -168,11 +168,12 @@ def test_resume_with_another_k_says_so_and_agrees_to_rounding(runs, tmp_path, ca
     assert_weights_close(a, b)
 
 
-def test_data_on_device_with_one_step_per_call(runs, tmp_path):
+def test_data_on_device_with_one_step_per_call_is_the_host_run(runs, tmp_path):
     train(options(tmp_path / "run", recipe="default", steps=10, log_every=5, checkpoint_every=6, data_on_device=True),
           dataset=tiny_dataset())
-    a, b = weights(tmp_path / "run"), weights(runs[1])
-    assert_weights_close(a, b)
+    # One step per call runs no loop: the program is the host path's step behind a gather, and on
+    # XLA:CPU the run is bit-identical (elsewhere a different fusion could make it equal to rounding only).
+    assert_same_weights(weights(tmp_path / "run"), weights(runs[1]))
 
 
 def test_bad_steps_per_dispatch_is_refused(tmp_path):

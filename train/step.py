@@ -110,8 +110,11 @@ def make_multi_step(
     rows of K consecutive global batches (train.data.BatchOrder, the only per-call transfer: 4 bytes
     per example). A `lax.scan` over the K rows gathers each batch on the device and runs the step of
     make_train_step on it, with the same randomness (fold_in(rng, state.step)). Metrics come back
-    stacked, (K,) each. One program per K: the trainer keeps K fixed but for the chunks that end at
-    a log, evaluation or checkpoint boundary.
+    stacked, (K,) each. One program per K: the trainer keeps K fixed but for the calls that end at
+    a log, evaluation or checkpoint step.
+
+    The same steps, not the same XLA program: the scanned step is compiled as a loop body, fused
+    otherwise, so K > 1 agrees with K single steps to float32 rounding (K = 1 runs no loop).
 
     Args:
         model, tx, schedule, augment, num_classes: as make_train_step.

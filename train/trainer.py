@@ -190,7 +190,7 @@ def train(
         if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
             print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
                   f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
-                  "compiled otherwise, so equal to float32 rounding rather than bit for bit", file=sys.stderr)
+                  "compiled otherwise, so equal to float32 rounding, not necessarily bit for bit", file=sys.stderr)
     if lead:
         with atomic_path(workdir / "config.json") as tmp:
             tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")

@@ -144,6 +144,30 @@ def _progress(message: str) -> None:
 # --- The runners: one per framework mode; each times K steps of its task. ---
 
 
+def adamw_train_step(model: Any, tx: Any) -> Callable:
+    """`(state, images, labels, key) -> (state, loss)`: forward, float32 cross-entropy, backward, optax update.
+
+    The step every JAX measurement of `vit bench` times (the sweep, the ablation, compile time).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def train_step(state: tuple, images: jax.Array, labels: jax.Array, key: jax.Array) -> tuple:
+        params, opt_state = state
+
+        def loss_fn(params: Any) -> jax.Array:
+            logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+            # The loss in float32 also under bfloat16 compute, as in train/step.py.
+            return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return train_step
+
+
 class JaxRunner:
     """The jitted JAX step (train: donated state) or forward (inference) of one row and dtype."""
 
@@ -167,17 +191,7 @@ class JaxRunner:
             # Dropout rates are 0 in the benched configs; train=True still needs its rng.
             key = jax.device_put(jax.random.key(0), device)
 
-            def train_step(state: tuple, images: jax.Array, labels: jax.Array, key: jax.Array) -> tuple:
-                params, opt_state = state
-
-                def loss_fn(params: Any) -> jax.Array:
-                    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-                    # The loss in float32 also under bfloat16 compute, as in train/step.py.
-                    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
-
-                loss, grads = jax.value_and_grad(loss_fn)(params)
-                updates, opt_state = tx.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), loss
+            train_step = adamw_train_step(model, tx)
 
             self.state = (params, tx.init(params))
             compiled = jax.jit(train_step, donate_argnums=(0,)).lower(self.state, images, labels, key).compile()
@@ -595,12 +609,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="what to measure: sweep (the table above), host (data path and augmentation against "
                    "the step), compile (compile time and memory against depth, with and without nn.scan and "
                    "remat), ablation (each hand-written piece of the JAX model swapped back), profile (per-op time of the JAX "
-                   "training step of the first --rows model, grouped by layer part) (default: sweep)")
+                   "training step of the first --rows model, grouped by layer part), dispatch (vit train's step fed from the "
+                   "host against --steps-per-dispatch K from the device) (default: sweep)")
     p.add_argument("--data-dir", help="tfds data directory for the host section (default: $TFDS_DATA_DIR)")
     p.set_defaults(run=_run)
 
 
-SECTIONS = ("sweep", "host", "compile", "ablation", "profile")
+SECTIONS = ("sweep", "host", "compile", "ablation", "profile", "dispatch")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -685,6 +700,11 @@ def _measure_section(section: str, args: argparse.Namespace) -> tuple[dict[str, 
 
         result = measure_compile()
         return result, format_compile(result)
+    if section == "dispatch":
+        from vit_cli.bench_dispatch import format_dispatch, measure_dispatch
+
+        result = measure_dispatch(repeats=args.repeats or 5)
+        return result, format_dispatch(result)
     if section == "profile":
         from vit_cli.bench_profile import format_profile, measure_profile
 

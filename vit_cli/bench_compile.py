@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vit_cli.bench import adamw_train_step
+
 # name -> ViT attributes. "loop" is ViT's default: one module per block, blocks_0 ... blocks_{L-1}.
 LAYOUTS: dict[str, dict[str, bool]] = {
     "loop": dict(scan_blocks=False, remat=False),
@@ -38,21 +40,6 @@ LAYOUTS: dict[str, dict[str, bool]] = {
     "loop+remat": dict(scan_blocks=False, remat=True),
     "scan+remat": dict(scan_blocks=True, remat=True),
 }
-
-
-def _train_step(model: Any, tx: optax.GradientTransformation):
-    def train_step(state: tuple, images: jax.Array, labels: jax.Array, key: jax.Array) -> tuple:
-        params, opt_state = state
-
-        def loss_fn(params: Any) -> jax.Array:
-            logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
-            return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    return train_step
 
 
 def measure_compile(
@@ -107,7 +94,7 @@ def measure_compile(
             lower_s, compile_s = [], []
             for _ in range(repeats):
                 gc.collect()
-                step = _train_step(model, tx)  # a new function: no trace or compile cache applies
+                step = adamw_train_step(model, tx)  # a new function: no trace or compile cache applies
                 start = time.perf_counter()
                 lowered = jax.jit(step, donate_argnums=(0,)).lower(state, images, labels, key)
                 lowered_at = time.perf_counter()

@@ -1,7 +1,6 @@
-"""Images/s of `vit train`'s step as it is fed: batches from the host, one step per call (K=1, today's
-path), against the split on the device and K steps per call (`--steps-per-dispatch K`).
-
-    python benchmarks/bench_multi_step.py --model tutorial --recipe tutorial --k 1 8
+"""`vit bench --sections dispatch`: images/s of `vit train`'s step as it is fed: batches from the host,
+one step per call (K=1, the default path), against the split on the device and K steps per call
+(`--steps-per-dispatch K`).
 
 Every variant runs the real feeding: the host path gathers each batch from the uint8 split in memory
 (train.data.memory_batches) and sends it (sharding.global_batch); the device path sends only the
@@ -11,25 +10,25 @@ repeat, so a noisy neighbour slows all of them alike; speeds are the median (and
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from typing import Any
 
-import jax
 import numpy as np
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tutorial")
-    parser.add_argument("--recipe", default="tutorial")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 8], help="steps per call of the device path")
-    parser.add_argument("--steps", type=int, default=16, help="steps per variant and repeat (a multiple of every K)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--examples", type=int, default=50_000)
-    args = parser.parse_args()
+def measure_dispatch(
+    model: str = "tutorial",
+    recipe_name: str = "tutorial",
+    batch_size: int = 128,
+    dtype: str = "float32",
+    ks: tuple[int, ...] = (1, 8),
+    steps: int = 16,
+    repeats: int = 5,
+    examples: int = 50_000,
+) -> dict[str, Any]:
+    """Images/s of the host path (K=1) and of the device path at each K, alternated; JSON-able."""
+    import jax
 
     from jax_vit import ViT, init_params
     from train import device_data, sharding
@@ -39,17 +38,17 @@ def main() -> None:
     from train.step import TrainState, make_multi_step, make_train_step
     from train.trainer import DTYPES, model_config
 
-    if any(args.steps % k for k in args.k):
-        parser.error(f"--steps {args.steps} must be a multiple of every --k {args.k}")
+    if any(steps % k for k in ks):
+        raise ValueError(f"steps {steps} must be a multiple of every K {ks}")
     mesh = sharding.make_mesh()
     rng = np.random.default_rng(0)
-    split = Split(rng.integers(0, 256, (args.examples, 32, 32, 3), dtype=np.uint8),
-                  rng.integers(0, 10, args.examples).astype(np.int32))
-    order = BatchOrder(len(split), args.batch_size, seed=0)
-    recipe = get_recipe(args.recipe, batch_size=args.batch_size)
-    config = model_config(args.model, recipe, 10, (32, 32, 3))
+    split = Split(rng.integers(0, 256, (examples, 32, 32, 3), dtype=np.uint8),
+                  rng.integers(0, 10, examples).astype(np.int32))
+    order = BatchOrder(len(split), batch_size, seed=0)
+    recipe = get_recipe(recipe_name, batch_size=batch_size)
+    config = model_config(model, recipe, 10, (32, 32, 3))
     tx, schedule = make_optimizer(recipe, order.steps_per_epoch, order.steps_per_epoch * recipe.epochs)
-    model = ViT(config, dtype=DTYPES[args.dtype])
+    model = ViT(config, dtype=DTYPES[dtype])
     params = sharding.replicate(mesh, sharding.to_host(init_params(config, 0)))
     state = jax.jit(lambda p: TrainState.create(p, tx), out_shardings=sharding.replicated(mesh))(params)
     key = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.key(0))))
@@ -74,26 +73,43 @@ def main() -> None:
 
         return run
 
-    variants = {"host, K=1": host_path, **{f"device, K={k}": device_path(k) for k in args.k}}
+    variants = {"host, K=1": host_path, **{f"device, K={k}": device_path(k) for k in ks}}
     for run in variants.values():  # compile, warm up
-        run(max(args.k))
+        run(max(ks))
     jax.block_until_ready(state)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, run in variants.items():
             start = time.perf_counter()
-            run(args.steps)
+            run(steps)
             jax.block_until_ready(state)
             seconds[name].append(time.perf_counter() - start)
-    print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, model {args.model}, recipe {args.recipe}, "
-          f"batch {args.batch_size}, {args.dtype}, {args.steps} steps x {args.repeats} repeats")
     base = statistics.median(seconds["host, K=1"])
+    rows = []
     for name, values in seconds.items():
-        speeds = [args.steps * args.batch_size / s for s in values]
         median = statistics.median(values)
-        print(f"{name:14s}: {args.steps * args.batch_size / median:8.0f} images/s (range {min(speeds):.0f}-{max(speeds):.0f}), "
-              f"{1000 * median / args.steps:6.1f} ms/step, x{base / median:.2f} of host K=1")
+        rows.append({
+            "variant": name,
+            "images_per_s": steps * batch_size / median,
+            "images_per_s_min": steps * batch_size / max(values),
+            "images_per_s_max": steps * batch_size / min(values),
+            "ms_per_step": 1000 * median / steps,
+            "vs_host_k1": base / median,
+        })
+    return {"model": model, "recipe": recipe_name, "batch_size": batch_size, "dtype": dtype, "steps": steps,
+            "repeats": repeats, "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}", "rows": rows}
 
 
-if __name__ == "__main__":
-    main()
+def format_dispatch(result: dict[str, Any]) -> str:
+    """A Markdown table of measure_dispatch's result."""
+    lines = [
+        f"Feeding the train step: {result['device']}, model {result['model']}, recipe {result['recipe']}, batch "
+        f"{result['batch_size']}, {result['dtype']}, {result['steps']} steps x {result['repeats']} alternated repeats",
+        "",
+        "| path | images/s (min-max) | ms/step | vs host, K=1 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['variant']} | {r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}) "
+                     f"| {r['ms_per_step']:.1f} | {r['vs_host_k1']:.2f}x |")
+    return "\n".join(lines)
