@@ -63,7 +63,7 @@ def test_unknown_override_is_refused():
         (dict(drop_path=-0.1), r"drop_path must be a rate"),
         (dict(layer_norm_eps=0), "layer_norm_eps must be a positive number"),
         (dict(representation_size=0), "representation_size must be a positive int or None"),
-        (dict(channels=1), "image_mean has 3 values but channels is 1"),
+        (dict(channels=1, image_mean=(0.5, 0.5, 0.5)), "image_mean has 3 values but channels is 1"),
         (dict(image_std=(0.5, 0.0, 0.5)), "image_std must be positive"),
         (dict(qkv_bias="yes"), "qkv_bias must be True or False"),
     ],

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from train.recipes import length_scaled_regularisation
 from vit_spec import load_weights
 
 # One worker runs the module: its fixtures are costly runs, shared by its tests.
@@ -54,8 +55,10 @@ print("RESULT " + json.dumps({"losses": losses, "devices": jax.device_count(), "
 
 
 def _options(workdir: Path, **changes) -> dict:
+    # Nothing held out of the tiny data; the regularisation of a long run, so every augmentation is sharded.
     base = dict(workdir=str(workdir), model="mu/8", recipe="default", batch_size=16, steps=6, eval_every=0,
-                log_every=1, checkpoint_every=3, progress=False)
+                log_every=1, checkpoint_every=3, progress=False, validation=0,
+                regularisation=length_scaled_regularisation(200))
     base.update(changes)
     return base
 

@@ -87,7 +87,7 @@ def test_training_bar_follows_finished_steps_and_resumes_at_the_step(tmp_path: P
     RecordingProgress.instances.clear()
     # No log, evaluation or checkpoint before the end: only finishing steps can move the bar.
     common = dict(workdir=str(tmp_path / "run"), model="mu/8", recipe="tutorial", batch_size=16, eval_every=0,
-                  log_every=1000, checkpoint_every=1000, progress=True)
+                  log_every=1000, checkpoint_every=1000, progress=True, validation=0)
     train(TrainOptions(steps=8, **common), dataset=_tiny_dataset())
     first = RecordingProgress.instances[-1]
     assert (first.initial, first.total, first.counted) == (0, 8, 8)

@@ -119,12 +119,13 @@ def _check_same_run(found: dict[str, Any], meta: dict[str, Any], directory: Path
         ("recipe", recipe_name),
         ("model", lambda m: m.get("model_config")),
         ("dataset", lambda m: m.get("dataset")),
+        ("validation split", lambda m: (m.get("validation") or {}).get("examples", 0)),
     ):
         old, new = get(found), get(meta)
         if old != new:
             raise CheckpointMismatchError(
                 f"{directory} holds a checkpoint of another {what} ({_difference(old, new)}): use a fresh "
-                "--workdir, or the same --recipe, --model and --dataset to resume it"
+                "--workdir, or the same --recipe, --model, --dataset and --validation to resume it"
             )
 
 

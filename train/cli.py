@@ -9,7 +9,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers `train` and `eval`."""
     p = subparsers.add_parser(
         "train",
-        help="train the JAX ViT on CIFAR-10 (or another tfds image-classification dataset)",
+        help="train the JAX ViT on CIFAR-10 (or another tfds image-classification dataset: cifar100, mnist, ...)",
         description="Trains the Flax ViT with jitted optax steps, data-parallel over every device. "
         "Run it again in the same --workdir to resume from the last checkpoint.",
     )
@@ -25,7 +25,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
     p.add_argument("--dataset", default="cifar10", help="tfds image-classification dataset of fixed image size (default: cifar10)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype; parameters stay float32")
-    p.add_argument("--eval-every", type=int, default=1, help="epochs between test evaluations; 0: only at the end (default: 1)")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validation evaluations; 0: only at the end (default: 1)")
+    p.add_argument("--validation", type=int, default=5000, metavar="N",
+                   help="training examples held out (a fixed permutation, the same for every seed) to evaluate on while "
+                   "training; the test split is scored once, at the end. 0: train on all (default: 5000)")
+    p.add_argument("--pos-embed", choices=("learned", "sincos2d"), help="position embedding (default: the variant's, learned)")
+    p.add_argument("--pool", choices=("cls", "mean"), help="[CLS] token or mean of the tokens (default: the variant's, cls)")
+    g = p.add_argument_group("regularisation", "each overrides that part of the recipe (the default recipe scales them "
+                             "with the run's length: see README, 'A recipe that scales with the run')")
+    g.add_argument("--randaugment-ops", type=int, metavar="N", help="RandAugment ops per image (0: off)")
+    g.add_argument("--randaugment-magnitude", type=float, metavar="M", help="RandAugment magnitude, 0-10")
+    g.add_argument("--mixup", type=float, metavar="ALPHA", dest="mixup_alpha", help="mixup Beta alpha (0: off)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA", dest="cutmix_alpha", help="CutMix Beta alpha (0: off)")
+    g.add_argument("--label-smoothing", type=float, metavar="EPS")
+    g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate of the last block")
+    g.add_argument("--dropout", type=float, metavar="RATE", help="dropout after the position embedding, attention and MLP")
     p.add_argument("--log-every", type=int, default=50, help="steps between metrics.jsonl records (default: 50)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: one epoch)")
     p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (default: 3)")
@@ -66,7 +80,10 @@ def run_train(args: argparse.Namespace) -> int:
     from train import sharding
     from train.trainer import TrainOptions, train
 
+    from train.recipes import REGULARISATION_PARTS
+
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    regularisation = {k: getattr(args, k) for k in REGULARISATION_PARTS if getattr(args, k) is not None}
     options = TrainOptions(
         workdir=args.workdir, model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
@@ -74,12 +91,15 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         streaming=args.streaming, progress=args.progress, init_from=args.init_from, init_variant=args.init_variant,
         steps_per_dispatch=args.steps_per_dispatch, data_on_device=args.data_on_device,
+        validation=args.validation, pos_embed=args.pos_embed, pool=args.pool, regularisation=regularisation,
     )
     result = train(options)
     import jax
 
     if jax.process_index() == 0:
-        print(f"step {result.step}: test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
+        held_out = ("" if result.validation_accuracy is None else
+                    f"validation accuracy {result.validation_accuracy:.4f}, ")
+        print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
               f"weights in {result.workdir}/model.safetensors")
     return 0
 

@@ -138,6 +138,12 @@ def _keys(source: Any) -> tuple[str, str, int, tuple[int, ...]]:
     return image_key, label_key, int(num_classes), shape  # type: ignore[return-value]
 
 
+def read_split(source: Any, indices: Sequence[int], chunk: int = 5000) -> Split:
+    """The given records of a data source, decoded into memory."""
+    parts = [read_records(source, indices[i : i + chunk]) for i in range(0, len(indices), chunk)]
+    return Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
 def read_records(source: Any, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8) and labels (int32) of the given records, decoded."""
     image_key, label_key, _, _ = _keys(source)
@@ -168,8 +174,7 @@ def load_split(source: Any, split: str, chunk: int = 5000) -> Split:
                 return cached
         except Exception:  # a damaged cache is rebuilt, never trusted
             pass
-    parts = [read_records(source, range(i, min(i + chunk, len(source)))) for i in range(0, len(source), chunk)]
-    out = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    out = read_split(source, range(len(source)), chunk)
     if path is not None:
         try:
             with atomic_path(path) as tmp:
@@ -194,6 +199,58 @@ def describe(source: Any) -> tuple[int, tuple[int, ...]]:
     """(num_classes, image shape) of a data source, without reading any image."""
     _, _, num_classes, shape = _keys(source)
     return num_classes, shape
+
+
+# Every run holds out the same examples of a split of a given size, whatever its --seed: runs stay comparable.
+VALIDATION_SEED = 0
+
+
+def validation_indices(num_examples: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into a training split of `num_examples`: the validation set is the first
+    `size` of a fixed permutation (np.random.default_rng(VALIDATION_SEED)), both returned sorted."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise DatasetError(f"--validation must be a number of examples >= 0 (0: none held out), got {size!r}")
+    if size >= num_examples:
+        raise DatasetError(
+            f"--validation {size} leaves nothing to train on: the training split has {num_examples} examples "
+            "(hold out fewer, e.g. a tenth)"
+        )
+    perm = np.random.default_rng(VALIDATION_SEED).permutation(num_examples)
+    return np.sort(perm[size:]), np.sort(perm[:size])
+
+
+def validation_record(num_examples: int, size: int) -> dict[str, Any]:
+    """What config.json says about the held-out examples: enough to rebuild and check them."""
+    _, held_out = validation_indices(num_examples, size)
+    return {
+        "examples": size,
+        "of": num_examples,
+        "rule": f"np.sort(np.random.default_rng({VALIDATION_SEED}).permutation({num_examples})[:{size}])",
+        "sha1": hashlib.sha1(held_out.astype("<i8").tobytes()).hexdigest(),
+    }
+
+
+def hold_out(dataset: Dataset, size: int) -> tuple[Dataset, Split | None]:
+    """The dataset with `size` training examples held out (validation_indices), and those examples."""
+    if size == 0:
+        return dataset, None
+    train, held_out = validation_indices(len(dataset.train), size)
+    take = lambda idx: Split(dataset.train.images[idx], dataset.train.labels[idx])
+    return dataclasses.replace(dataset, train=take(train)), take(held_out)
+
+
+class SourceSubset:
+    """Some records of a tfds data source, renumbered 0..n-1 (the streaming path's training examples)."""
+
+    def __init__(self, source: Any, indices: np.ndarray):
+        self.source, self.indices = source, np.asarray(indices)
+        self.dataset_info = source.dataset_info
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[Any]:
+        return self.source.__getitems__([int(self.indices[p]) for p in positions])
 
 
 class BatchOrder:

@@ -15,7 +15,8 @@ from vit_spec import atomic_path
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per logged train step ("kind": "train") and per evaluation ("eval")."""
+    """metrics.jsonl: one JSON object per logged train step ("kind": "train") and per evaluation ("eval",
+    with "split": "validation" during the run, "test" once at its end)."""
 
     def __init__(self, workdir: str | Path, resume_step: int, enabled: bool = True):
         self.path = Path(workdir) / "metrics.jsonl"
@@ -50,13 +51,16 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         train = [r for r in self.records if r.get("kind") == "train"]
-        evals = [r for r in self.records if r.get("kind") == "eval"]
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
         ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train")
-        ax_loss.plot([r["epoch"] for r in evals], [r["loss"] for r in evals], "o-", label="test")
-        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
         ax_acc.plot([r["epoch"] for r in train], [r["accuracy"] for r in train], label="train (augmented)")
-        ax_acc.plot([r["epoch"] for r in evals], [r["accuracy"] for r in evals], "o-", label="test")
+        for split, style in (("validation", "o-"), ("test", "s")):
+            # Records of runs before the validation split have no "split": they scored the test split.
+            evals = [r for r in self.records if r.get("kind") == "eval" and r.get("split", "test") == split]
+            if evals:
+                ax_loss.plot([r["epoch"] for r in evals], [r["loss"] for r in evals], style, label=split)
+                ax_acc.plot([r["epoch"] for r in evals], [r["accuracy"] for r in evals], style, label=split)
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from train.augment import AugmentConfig
 
-# The tutorial's torchvision Normalize constants: the usual CIFAR-10 channel mean and std.
+# The usual CIFAR-10 channel mean and std (of the training split's pixels).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# The tutorial's torchvision Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)): the widely
+# copied CIFAR-10 constants whose "std" is the mean of per-image standard deviations.
+TUTORIAL_STD = (0.2023, 0.1994, 0.2010)
+
+# The regularisation that `--randaugment`, `--mixup`, ... set one by one, and that the `default`
+# recipe chooses from the run's length (length_scaled_regularisation).
+REGULARISATION_PARTS = ("randaugment_ops", "randaugment_magnitude", "mixup_alpha", "cutmix_alpha",
+                        "label_smoothing", "drop_path", "dropout")
 
 
 class RecipeError(ValueError):
@@ -44,6 +53,8 @@ class Recipe:
     clip_norm: float | None = None
     augment: AugmentConfig = AugmentConfig()
     model_overrides: tuple[tuple[str, Any], ...] = ()  # ViTConfig fields set by the recipe
+    # True: regularisation is length_scaled_regularisation(the run's epochs), not the values above.
+    length_scaled: bool = False
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
@@ -66,9 +77,12 @@ RECIPES: dict[str, Recipe] = {
         schedule="step",
         step_epochs=20,
         step_gamma=0.5,
-        augment=AugmentConfig(crop_padding=4, flip=True, mean=CIFAR10_MEAN, std=CIFAR10_STD),
+        augment=AugmentConfig(crop_padding=4, flip=True, mean=CIFAR10_MEAN, std=TUTORIAL_STD),
+        # nn.Dropout(0.1) after the position embedding, on the attention output and in the MLP.
+        model_overrides=(("dropout", 0.1),),
     ),
-    # Ours: the from-scratch ViT recipe of DeiT / "ViT for small datasets" / CCT, sized for CIFAR.
+    # Ours: the from-scratch ViT recipe of DeiT / "ViT for small datasets" / CCT, sized for CIFAR, with
+    # its regularisation scaled to the run's length (below: the values of a run of 100 epochs or more).
     "default": Recipe(
         name="default",
         epochs=200,
@@ -95,8 +109,96 @@ RECIPES: dict[str, Recipe] = {
             std=CIFAR10_STD,
         ),
         model_overrides=(("drop_path", 0.1),),
+        length_scaled=True,
     ),
 }
+
+# length_scaled_regularisation: no strong regularisation up to SHORT_EPOCHS, all of it from LONG_EPOCHS.
+SHORT_EPOCHS, LONG_EPOCHS = 10.0, 100.0
+
+
+def regularisation_strength(epochs: float) -> float:
+    """0 for runs of up to 10 epochs, 1 from 100 epochs, linear in log(epochs) between (0.5 at ~32, 0.7 at 50)."""
+    if epochs <= SHORT_EPOCHS:
+        return 0.0
+    return min(1.0, math.log(epochs / SHORT_EPOCHS) / math.log(LONG_EPOCHS / SHORT_EPOCHS))
+
+
+def length_scaled_regularisation(epochs: float) -> dict[str, Any]:
+    """What `default` regularises a run of `epochs` epochs with, at strength s = regularisation_strength(epochs).
+
+    RandAugment: 2 ops at magnitude 9 s (off at s = 0); mixup alpha 0.8 s and CutMix alpha 1.0 s, half the
+    batches mixed (off at s = 0); stochastic depth 0.1 s. Label smoothing 0.1 at every length; no dropout.
+    A short run learns too little to overfit: mixing, RandAugment and stochastic depth then only make the
+    task harder (measured on the validation split: README, "A recipe that scales with the run"); a long run
+    needs them (DeiT; "Vision Transformer for Small-Size Datasets"): at 100+ epochs they are DeiT's values.
+    """
+    s = regularisation_strength(epochs)
+    return {
+        "randaugment_ops": 2 if s > 0 else 0,
+        "randaugment_magnitude": round(9.0 * s, 4),
+        "mixup_alpha": round(0.8 * s, 4),
+        "cutmix_alpha": round(1.0 * s, 4),
+        "label_smoothing": 0.1,
+        "drop_path": round(0.1 * s, 4),
+        "dropout": 0.0,
+    }
+
+
+def regularisation(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's values of REGULARISATION_PARTS."""
+    model = dict(recipe.model_overrides)
+    a = recipe.augment
+    return {
+        "randaugment_ops": a.randaugment_ops, "randaugment_magnitude": a.randaugment_magnitude,
+        "mixup_alpha": a.mixup_alpha, "cutmix_alpha": a.cutmix_alpha, "label_smoothing": a.label_smoothing,
+        "drop_path": model.get("drop_path", 0.0), "dropout": model.get("dropout", 0.0),
+    }
+
+
+def resolve(recipe: Recipe, epochs: float, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe as a run of `epochs` epochs uses it: a length-scaled recipe's regularisation for that
+    length, then each explicitly given part (`overrides`, from --mixup, --drop-path, ...) on top."""
+    parts = regularisation(recipe)
+    if recipe.length_scaled:
+        parts.update(length_scaled_regularisation(epochs))
+    for name, value in (overrides or {}).items():
+        if name not in REGULARISATION_PARTS:
+            raise RecipeError(f"unknown regularisation {name!r}: use one of {REGULARISATION_PARTS}")
+        if value is not None:
+            parts[name] = value
+    _check_parts(parts)
+    augment = dataclasses.replace(
+        recipe.augment, **{k: parts[k] for k in ("randaugment_ops", "randaugment_magnitude", "mixup_alpha",
+                                                  "cutmix_alpha", "label_smoothing")}
+    )
+    model = dict(recipe.model_overrides)
+    for name in ("drop_path", "dropout"):
+        if parts[name] or name in model:
+            model[name] = parts[name]
+    return recipe.replace(augment=augment, model_overrides=tuple(sorted(model.items())))
+
+
+def _check_parts(parts: dict[str, Any]) -> None:
+    if not (isinstance(parts["randaugment_ops"], int) and 0 <= parts["randaugment_ops"] <= 14):
+        raise RecipeError(f"--randaugment-ops must be an int in 0..14, got {parts['randaugment_ops']!r}")
+    if not 0 <= parts["randaugment_magnitude"] <= 10:
+        raise RecipeError(f"--randaugment-magnitude must be in [0, 10] (timm's levels), got {parts['randaugment_magnitude']}")
+    for name, flag in (("mixup_alpha", "--mixup"), ("cutmix_alpha", "--cutmix")):
+        if parts[name] < 0:
+            raise RecipeError(f"{flag} (a Beta alpha) must be >= 0 (0: off), got {parts[name]}")
+    for name, flag in (("label_smoothing", "--label-smoothing"), ("drop_path", "--drop-path"), ("dropout", "--dropout")):
+        if not 0 <= parts[name] < 1:
+            raise RecipeError(f"{flag} must be in [0, 1), got {parts[name]}")
+
+
+def describe(recipe: Recipe, epochs: float) -> str:
+    """One line for the start of a run: the recipe and the regularisation it resolved to."""
+    parts = regularisation(recipe)
+    how = (f"scaled to {epochs:g} epochs (strength {regularisation_strength(epochs):.2f})"
+           if recipe.length_scaled else "fixed")
+    shown = ", ".join(f"{k} {v:g}" for k, v in parts.items())
+    return f"recipe {recipe.name}: lr {recipe.lr:g}, {recipe.optimizer}, {recipe.schedule}; regularisation {how}: {shown}"
 
 
 def get_recipe(name: str, *, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None) -> Recipe:

@@ -22,6 +22,7 @@ from train.evaluate import evaluate, make_eval_step
 from train.finetune import finetune_start
 from train.metrics import MetricsLog, Progress
 from train.optim import make_optimizer
+from train import recipes
 from train.recipes import Recipe, get_recipe
 from train.step import TrainState, make_multi_step, make_train_step
 from vit_spec import ViTConfig, atomic_path
@@ -52,7 +53,11 @@ class TrainOptions:
     dataset: str = "cifar10"
     data_dir: str | None = None
     dtype: str = "float32"
-    eval_every: int = 1  # epochs between evaluations; 0: only at the end
+    eval_every: int = 1  # epochs between validation evaluations; 0: only at the end
+    validation: int = 5000  # training examples held out for evaluations (data.validation_indices); 0: none
+    pos_embed: str | None = None  # ViTConfig.pos_embed; None: the variant's (learned)
+    pool: str | None = None  # ViTConfig.pool; None: the variant's (cls)
+    regularisation: dict[str, Any] | None = None  # explicit recipes.REGULARISATION_PARTS, over the recipe's
     log_every: int = 50  # steps between metrics.jsonl records
     checkpoint_every: int | None = None  # steps; None: once per epoch
     keep_checkpoints: int = 3
@@ -72,19 +77,21 @@ class TrainResult:
     step: int
     test_accuracy: float
     test_loss: float
+    validation_accuracy: float | None  # None: nothing was held out (--validation 0)
+    validation_loss: float | None
     params: Any  # numpy, on the host
     records: list[dict[str, Any]]
 
 
-def model_config(variant: str, recipe: Recipe, num_classes: int, image_shape: tuple[int, ...]) -> ViTConfig:
-    """The variant, sized for the dataset, with the recipe's normalisation and regularisation."""
+def model_config(variant: str, recipe: Recipe, num_classes: int, image_shape: tuple[int, ...], **fields: Any) -> ViTConfig:
+    """The variant, sized for the dataset, with the recipe's normalisation and regularisation (and `fields`)."""
     h, w, c = image_shape
     mean, std = recipe.augment.mean, recipe.augment.std
-    if len(mean) != c:  # e.g. a grayscale dataset under CIFAR's constants
-        mean, std = (0.5,) * c, (0.5,) * c
+    if len(mean) != c:  # e.g. a grayscale dataset under CIFAR's constants: the config's per-channel default
+        mean, std = None, None
     return ViTConfig.from_variant(
         variant, num_classes=num_classes, image_size=(h, w) if h != w else h, channels=c,
-        image_mean=mean, image_std=std, **dict(recipe.model_overrides),
+        image_mean=mean, image_std=std, **{**dict(recipe.model_overrides), **fields},
     )
 
 
@@ -114,7 +121,11 @@ def train(
             "--steps-per-dispatch above 1 or --data-on-device, which keep the whole split on the device"
         )
     recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
-    ViTConfig.from_variant(options.model)  # an unknown variant fails here, before any data is read
+    recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
+    architecture = {k: v for k, v in (("pos_embed", options.pos_embed), ("pool", options.pool)) if v is not None}
+    if architecture and options.init_from:
+        raise ValueError("--pos-embed and --pool choose a new model's architecture; --init-from brings its own: drop them")
+    ViTConfig.from_variant(options.model, **architecture)  # an unknown variant fails here, before any data is read
     mesh = sharding.make_mesh()
     sharding.check_batch_size(recipe.batch_size, mesh)
     lead = jax.process_index() == 0
@@ -128,32 +139,44 @@ def train(
         sources = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))
         num_classes, image_shape = data_lib.describe(sources["train"])
         train_source, test = sources["train"], data_lib.load_split(sources["test"], "test")
+        n_all = len(train_source)
+        train_idx, held_out = data_lib.validation_indices(n_all, options.validation)
+        validation = data_lib.read_split(train_source, held_out) if options.validation else None
+        if options.validation:
+            train_source = data_lib.SourceSubset(train_source, train_idx)
         n_train = len(train_source)
         dataset_name = options.dataset
     else:
         if dataset is None:
             dataset = data_lib.load(options.dataset, data_lib.resolve_data_dir(options.data_dir))
+        n_all = len(dataset.train)
+        dataset, validation = data_lib.hold_out(dataset, options.validation)
         num_classes, image_shape, n_train = dataset.num_classes, dataset.image_shape, len(dataset.train)
         test, dataset_name = dataset.test, dataset.name
-    if options.init_from:
-        config, initial_params = finetune_start(
-            options.init_from, image_shape, num_classes, recipe.model_overrides, options.init_variant
-        )
-    else:
-        config = model_config(options.model, recipe, num_classes, image_shape)
-    # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
-    recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
 
     order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
     spe = order.steps_per_epoch
     total = options.steps or recipe.epochs * spe
     checkpoint_every = options.checkpoint_every or spe
+    # The regularisation of a run of this length (the default recipe scales it), then the flags' parts.
+    recipe = recipes.resolve(recipe, total / spe, options.regularisation)
+    if options.init_from:
+        config, initial_params = finetune_start(
+            options.init_from, image_shape, num_classes, recipe.model_overrides, options.init_variant
+        )
+    else:
+        config = model_config(options.model, recipe, num_classes, image_shape, **architecture)
+    # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
+    recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
     tx, schedule = make_optimizer(recipe, spe, total)
     model = ViT(config, dtype=DTYPES[options.dtype])
     meta = {
         "model_config": config.to_dict(),
         "dataset": dataset_name,
         "recipe": recipe.to_dict(),
+        "regularisation": {**recipes.regularisation(recipe), "epochs": total / spe,
+                           "strength": recipes.regularisation_strength(total / spe) if recipe.length_scaled else None},
+        "validation": data_lib.validation_record(n_all, options.validation) if options.validation else None,
         "model": options.model,
         "init_from": options.init_from,
         "seed": options.seed,
@@ -199,6 +222,10 @@ def train(
     train_step = make_train_step(model, tx, schedule, recipe.augment, num_classes, mesh)
     eval_step = make_eval_step(model, mesh)
     progress = Progress(total, start, enabled=options.progress and lead)
+    if lead:
+        progress.note(recipes.describe(recipe, total / spe))
+        progress.note(f"training on {n_train} examples, {len(validation) if validation is not None else 'none'} held out for validation"
+                      + ("" if validation is not None else " (--validation 0: the test split is scored once, at the end)"))
     if restored is not None:
         progress.note(f"resuming from step {start} of {total} in {workdir}")
     pi, pc = jax.process_index(), jax.process_count()
@@ -215,7 +242,7 @@ def train(
 
     pending: list[dict[str, jax.Array]] = []
     tick, tick_step = time.perf_counter(), start
-    last_eval: dict[str, float] | None = None
+    evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
     untimed = 0  # pending steps of calls that compiled their program: no speed for them
     compiled: set[int] = set()  # the call lengths (steps per call) compiled so far
     try:
@@ -241,7 +268,8 @@ def train(
                 compiled.add(done - step)
             step = done
             is_last = done == total
-            want_eval = is_last or (options.eval_every > 0 and done % spe == 0 and (done // spe) % options.eval_every == 0)
+            want_eval = is_last or (validation is not None and options.eval_every > 0 and done % spe == 0
+                                    and (done // spe) % options.eval_every == 0)
             want_checkpoint = is_last or done % checkpoint_every == 0
             if pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
                 jax.block_until_ready(pending)  # steps run asynchronously: time them once finished
@@ -261,24 +289,33 @@ def train(
                               img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
                 pending, tick, tick_step, untimed = [], time.perf_counter(), done, 0
             if want_eval:
-                last_eval = evaluate(eval_step, state.params, test, mesh, options.eval_batch_size)
-                log.write({"kind": "eval", "step": done, "epoch": done / spe, **last_eval})
+                # Evaluations score the held-out examples; the test split only once, at the end.
+                scored = {"validation": validation, "test": test} if is_last else {"validation": validation}
+                for name, split in scored.items():
+                    if split is None:
+                        continue
+                    evals[name] = evaluate(eval_step, state.params, split, mesh, options.eval_batch_size)
+                    log.write({"kind": "eval", "split": name, "step": done, "epoch": done / spe, **evals[name]})
+                    progress.note(f"step {done} (epoch {done / spe:.2f}): {name} accuracy {evals[name]['accuracy']:.4f}, "
+                                  f"{name} loss {evals[name]['loss']:.4f}")
                 log.plot(workdir / "curves.png")
-                progress.note(f"step {done} (epoch {done / spe:.2f}): test accuracy {last_eval['accuracy']:.4f}, "
-                              f"test loss {last_eval['loss']:.4f}")
                 tick = time.perf_counter()  # nor is evaluating
             if want_checkpoint:
                 checkpoints.save(done, state, rng, meta)
                 tick = time.perf_counter()  # saving is not training time
     finally:
         progress.close()
-    if last_eval is None:  # resumed a finished run: nothing trained, still report
-        last_eval = evaluate(eval_step, state.params, test, mesh, options.eval_batch_size)
+    if "test" not in evals:  # resumed a finished run: nothing trained, still report
+        for name, split in (("validation", validation), ("test", test)):
+            if split is not None:
+                evals[name] = evaluate(eval_step, state.params, split, mesh, options.eval_batch_size)
     host_params = sharding.to_host(state.params)
     if lead:
         jax_vit.save(workdir / "model.safetensors", config, host_params)
     checkpoints.close()
-    return TrainResult(str(workdir), config, total, last_eval["accuracy"], last_eval["loss"], host_params, log.records)
+    val = evals.get("validation", {})
+    return TrainResult(str(workdir), config, total, evals["test"]["accuracy"], evals["test"]["loss"],
+                       val.get("accuracy"), val.get("loss"), host_params, log.records)
 
 
 def call_end(step: int, steps_per_call: int, total: int, boundaries: tuple[int, ...]) -> int:

@@ -19,8 +19,11 @@ The same rules for every framework:
   `jit(f).lower(...).compile()` seconds, then one warm-up step; PyTorch eager: one warm-up step
   (it also creates AdamW's state); torch.compile: its first call (compilation and one step);
 - PyTorch uses one intra-op thread per core (as XLA's CPU backend does by default);
-- the frameworks alternate: each of the R repeats times K steps of JAX, then K of PyTorch eager,
-  then K of torch.compile, so that a noisy neighbour slows all of them alike. Speeds are the median
+- the frameworks alternate: each of the R repeats runs one untimed step and times K steps of JAX,
+  then the same for PyTorch eager and torch.compile, so that a noisy neighbour slows all of them alike
+  (the untimed step gives each framework its memory back after the other's step);
+- one process for all: `vit` runs with large buffers on transparent huge pages where the machine
+  allows it (vit_cli/huge_pages.py), which both frameworks get; the header says which. Speeds are the median
   and the range (min-max) over the repeats; every repeat's seconds are in the JSON.
 
 Achieved FLOP/s = analytic FLOPs per image (`vit_cli.flops`) x images/s, and its fraction of this
@@ -43,6 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vit_cli import huge_pages
 from vit_cli.flops import matmul_flops, task_flops
 from vit_spec import ViTConfig, atomic_path
 
@@ -394,8 +398,12 @@ def bench_one(
         runners[mode] = runner
     for r in range(repeats):
         for mode, runner in list(runners.items()):
-            start = time.perf_counter()
             try:
+                # One untimed step first: the other framework's step has just taken the memory and the
+                # caches, and a framework's first step after it pays for getting them back (measured: up
+                # to 30% of a step when large buffers are on huge pages), which no real run pays.
+                runner.steps(1)
+                start = time.perf_counter()
                 runner.steps(steps)
             except Exception as e:
                 if mode != "torch-compile":
@@ -470,6 +478,7 @@ def machine_info() -> dict[str, Any]:
         "torch_device": torch.cuda.get_device_name() if torch_device == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "malloc": huge_pages.status(),
         "versions": {
             "python": platform.python_version(),
             "jax": jax.__version__,
@@ -502,6 +511,7 @@ def format_header(machine: dict[str, Any], peak: dict[str, dict[str, Any]] | Non
         + (f"; load average {machine['load_average'][0]:.1f}" if machine["load_average"] else ""),
         f"versions: jax {v['jax']}, jaxlib {v['jaxlib']}, torch {v['torch']}, flax {v['flax']}, optax {v['optax']}, "
         f"python {v['python']}",
+        f"host memory: {machine.get('malloc', 'unknown')}",
     ]
     if peak:
         for dtype, p in peak.items():

@@ -13,6 +13,7 @@ import sys
 # Module of each subcommand, in the order `vit --help` lists them.
 COMMAND_MODULES = (
     "train.cli",  # vit train, vit eval
+    "vit_cli.recipes",  # vit recipes
     "vit_cli.convert",  # vit convert
     "vit_cli.parity",  # vit parity
     "vit_cli.summary",  # vit summary
@@ -41,5 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The `vit` console script: `main` in a process whose large buffers go on huge pages (vit_cli.huge_pages)."""
+    from vit_cli import huge_pages
+
+    huge_pages.reexec(sys.argv[1:])
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -65,7 +65,8 @@ class ViTConfig:
         drop_path: stochastic depth rate of the last block (linearly increasing from 0).
         representation_size: width of the tanh pre-logits layer, or None for none.
         gelu: "exact" (erf; timm, PyTorch) or "tanh" (the approximation; Flax's default, Google's checkpoints).
-        image_mean, image_std: how [0, 1] pixels are normalised, (x - mean) / std, before the model.
+        image_mean, image_std: how [0, 1] pixels are normalised, (x - mean) / std, before the model, one
+            value per channel (default 0.5 for every channel: Google's checkpoints).
             Metadata for data pipelines: the model itself takes normalised images.
     """
 
@@ -86,8 +87,8 @@ class ViTConfig:
     drop_path: float = 0.0
     representation_size: int | None = None
     gelu: str = "exact"
-    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_mean: tuple[float, ...] | None = None  # None: 0.5 per channel
+    image_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep hashable, comparable tuples.
@@ -97,6 +98,8 @@ class ViTConfig:
                 object.__setattr__(self, name, tuple(value))
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
+            if value is None:  # one default per channel, however many channels there are
+                value = (0.5,) * self.channels if isinstance(self.channels, int) and self.channels > 0 else ()
             if not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
             ):
