@@ -23,13 +23,12 @@ import numpy as np
 import pytest
 
 from jax_vit import ViT, init_params
-from tests.test_train_run import assert_same_weights, options, tiny_dataset, weights
+from tests.test_train_run import assert_same_weights, cli_options, options, tiny_dataset, weights
 from train import device_data, optim, sharding
 from train.data import BatchOrder, Split
 from train.recipes import RECIPES, length_scaled_regularisation
 from train.step import TrainState, make_multi_step, make_train_step
 from train.trainer import call_end, train
-from vit_cli.main import main
 from vit_spec import ViTConfig
 
 # One worker runs the module: its fixtures are costly runs, shared by its tests.
@@ -184,16 +183,8 @@ def test_bad_steps_per_dispatch_is_refused(tmp_path):
 
 
 def test_the_cli_passes_the_flags(monkeypatch, tmp_path):
-    seen = {}
-
-    def fake_train(options):
-        seen["options"] = options
-        raise SystemExit(0)
-
-    monkeypatch.setattr("train.trainer.train", fake_train)
-    with pytest.raises(SystemExit):
-        main(["train", "--steps-per-dispatch", "8", "--data-on-device", "--workdir", str(tmp_path), "--no-progress"])
-    assert seen["options"].steps_per_dispatch == 8 and seen["options"].data_on_device
+    got = cli_options(monkeypatch, ["--steps-per-dispatch", "8", "--data-on-device", "--workdir", str(tmp_path), "--no-progress"])
+    assert got.steps_per_dispatch == 8 and got.data_on_device
 
 
 RUNNER = r'''

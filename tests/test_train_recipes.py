@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_train_run import options, tiny_dataset
+from tests.test_train_run import cli_options, options, tiny_dataset
 from train import data as data_lib
 from train.checkpoint import CheckpointMismatchError
 from train.data import Dataset, DatasetError, Split
@@ -172,17 +172,8 @@ def test_a_one_channel_config_gets_per_channel_normalisation_defaults():
 # The command line.
 
 def test_the_cli_passes_architecture_validation_and_regularisation(monkeypatch, tmp_path):
-    seen = {}
-
-    def fake_train(options):
-        seen["options"] = options
-        raise SystemExit(0)
-
-    monkeypatch.setattr("train.trainer.train", fake_train)
-    with pytest.raises(SystemExit):
-        main(["train", "--pos-embed", "sincos2d", "--pool", "mean", "--validation", "1000", "--mixup", "0.3",
-              "--drop-path", "0", "--workdir", str(tmp_path), "--no-progress"])
-    got = seen["options"]
+    got = cli_options(monkeypatch, ["--pos-embed", "sincos2d", "--pool", "mean", "--validation", "1000", "--mixup", "0.3",
+                                    "--drop-path", "0", "--workdir", str(tmp_path), "--no-progress"])
     assert (got.pos_embed, got.pool, got.validation) == ("sincos2d", "mean", 1000)
     assert got.regularisation == {"mixup_alpha": 0.3, "drop_path": 0.0}
 

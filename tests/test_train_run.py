@@ -44,6 +44,20 @@ def options(workdir: Path, **changes) -> TrainOptions:
     return TrainOptions(**base)
 
 
+def cli_options(monkeypatch, argv: list[str]) -> TrainOptions:
+    """The TrainOptions that `vit train ARGV` hands to the trainer (which is not run)."""
+    seen = {}
+
+    def fake_train(options):
+        seen["options"] = options
+        raise SystemExit(0)
+
+    monkeypatch.setattr("train.trainer.train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["train", *argv])
+    return seen["options"]
+
+
 def weights(workdir: Path) -> dict[str, np.ndarray]:
     return load_weights(Path(workdir) / "model.safetensors")[1]
 
