@@ -16,13 +16,12 @@ import numpy as np
 import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
-from train import device_data, sharding
+from train import device_data, recipes, sharding
 from train.checkpoint import Checkpoints
 from train.evaluate import evaluate, make_eval_step
 from train.finetune import finetune_start
 from train.metrics import MetricsLog, Progress
 from train.optim import make_optimizer
-from train import recipes
 from train.recipes import Recipe, get_recipe
 from train.step import TrainState, make_multi_step, make_train_step
 from vit_spec import ViTConfig, atomic_path
