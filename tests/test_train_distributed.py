@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -138,6 +139,25 @@ def _latest_checkpoint(workdir: Path) -> int:
     return max(steps, default=-1)
 
 
+def kill_at_random_moments(start: Callable[[], subprocess.Popen], latest: Callable[[], int], times: int = 3) -> None:
+    """Starts a run `times` times and SIGKILLs it at a random moment once it has saved a checkpoint newer than
+    `latest()` was: mid-step, mid-save, mid-log, anywhere."""
+    chance = random.Random(1234)
+    kills = 0
+    for _ in range(times):
+        before = latest()
+        proc = start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and latest() <= before:
+            time.sleep(0.02)
+        time.sleep(chance.uniform(0.0, 0.8))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+    assert kills >= times - 1, f"only {kills} of {times} runs were still going when killed"
+
+
 def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     steps = 48
     common = dict(recipe="tutorial", batch_size=32, steps=steps, checkpoint_every=2, keep_checkpoints=2)
@@ -145,20 +165,7 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
     _run({"options": _options(reference, **common)})
     killed = tmp_path / "killed"
     args = {"options": _options(killed, **common)}
-    chance = random.Random(1234)
-    kills = 0
-    for _ in range(3):  # kill it three times at random moments once it has saved something new
-        before = _latest_checkpoint(killed)
-        proc = _start(args)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and _latest_checkpoint(killed) <= before:
-            time.sleep(0.02)
-        time.sleep(chance.uniform(0.0, 0.8))  # mid-step, mid-save, mid-log: anywhere
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.communicate()
-    assert kills >= 2, f"only {kills} of 3 runs were still going when killed"
+    kill_at_random_moments(lambda: _start(args), lambda: _latest_checkpoint(killed))
     result = _run(args)  # resume to the end
     assert len(result["losses"]) >= 1
     a, b = load_weights(killed / "model.safetensors")[1], load_weights(reference / "model.safetensors")[1]

@@ -22,7 +22,7 @@ from vit_spec import ViTConfig, load_weights
 # One worker runs the module: it trains several tiny runs.
 pytestmark = pytest.mark.xdist_group("train_recipes")
 
-DEIT = {"randaugment_ops": 2, "randaugment_magnitude": 9.0, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+DEIT = {"crop_padding": 4, "randaugment_ops": 2, "randaugment_magnitude": 9.0, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
         "label_smoothing": 0.1, "drop_path": 0.1, "dropout": 0.0}
 
 
@@ -31,7 +31,7 @@ DEIT = {"randaugment_ops": 2, "randaugment_magnitude": 9.0, "mixup_alpha": 0.8, 
 def test_a_short_default_run_has_no_strong_regularisation():
     for epochs in (1, 2, 5, 10):
         parts = regularisation(resolve(RECIPES["default"], epochs))
-        assert parts == {**DEIT, "randaugment_ops": 0, "randaugment_magnitude": 0.0, "mixup_alpha": 0.0,
+        assert parts == {**DEIT, "crop_padding": 0, "randaugment_ops": 0, "randaugment_magnitude": 0.0, "mixup_alpha": 0.0,
                          "cutmix_alpha": 0.0, "drop_path": 0.0}, epochs
 
 
@@ -198,3 +198,22 @@ def test_vit_recipes_reads_finished_runs_back_and_lists_missing_ones(tmp_path, c
     assert 0 <= rows[0]["test"] <= 1 and 0 <= rows[0]["validation"] <= 1 and "test" not in rows[1]
     assert "| `tutorial` | 1 |" in out and "missing" in out
     assert f"--epochs 2 --seed 0 --workdir {root}/cifar10-tutorial-mu_8-2ep-learned-cls-seed0" in out
+
+
+def test_vit_recipes_names_each_recipes_own_architecture(capsys, tmp_path):
+    code = main(["recipes", "--no-train", "--root", str(tmp_path), "--epochs", "5", "--recipes", "default", "tutorial"])
+    out = capsys.readouterr().out
+    assert code == 1  # nothing trained
+    # default builds the sin-cos model, tutorial the learned one; neither command needs --pos-embed.
+    assert f"--epochs 5 --seed 0 --workdir {tmp_path}/cifar10-default-tutorial-5ep-sincos2d-cls-seed0" in out
+    assert f"--epochs 5 --seed 0 --workdir {tmp_path}/cifar10-tutorial-tutorial-5ep-learned-cls-seed0" in out
+    code = main(["recipes", "--no-train", "--root", str(tmp_path), "--epochs", "5", "--recipes", "default",
+                 "--pos-embed", "learned"])
+    assert "--epochs 5 --pos-embed learned --seed 0" in capsys.readouterr().out
+
+
+def test_the_default_recipe_builds_the_sincos_model_unless_told_otherwise(tmp_path):
+    result = train(options(tmp_path / "a", recipe="default", steps=1), dataset=tiny_dataset())
+    assert result.config.pos_embed == "sincos2d"
+    result = train(options(tmp_path / "b", recipe="default", steps=1, pos_embed="learned"), dataset=tiny_dataset())
+    assert result.config.pos_embed == "learned"

@@ -106,6 +106,17 @@ def test_resume_continues_exactly(reference, tmp_path):
     assert len(steps) == len(set(steps)), "metrics.jsonl repeats the re-run steps"
 
 
+def test_a_run_past_the_requested_end_is_refused(reference, tmp_path):
+    """Not "resuming from step 6 of 3", then reporting the step-6 weights as step 3."""
+    from train.run import RunFinishedError
+
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    with pytest.raises(RunFinishedError, match=r"already trained 6 steps, past the requested end at step 3"):
+        train(options(workdir, steps=3), dataset=tiny_dataset())
+    assert_same_weights(weights(workdir), weights(reference))  # untouched
+
+
 def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
@@ -174,7 +185,8 @@ def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
     assert {a.dtype for a in weights(tmp_path / "run").values()} == {np.dtype("float32")}
 
 
-def _cifar_dir() -> str:
+def cifar_dir() -> str:
+    """The tfds data dir holding CIFAR-10, or a skip saying where it was looked for."""
     data_dir = os.environ.get("TFDS_DATA_DIR")
     if not data_dir or not (Path(data_dir) / "cifar10").is_dir():
         pytest.skip(f"CIFAR-10 is not prepared under TFDS_DATA_DIR={data_dir!r} (CI sets it to ../shared/tensorflow_datasets)")
@@ -182,7 +194,7 @@ def _cifar_dir() -> str:
 
 
 def test_short_real_run_learns_and_both_frameworks_score_it_alike(tmp_path, capsys):
-    data_dir = _cifar_dir()
+    data_dir = cifar_dir()
     workdir = tmp_path / "cifar"
     code = main(["train", "--model", "mu/4", "--recipe", "tutorial", "--lr", "2e-3", "--steps", "250",
                  "--eval-every", "0", "--workdir", str(workdir), "--data-dir", data_dir, "--no-progress"])
@@ -201,7 +213,7 @@ def test_short_real_run_learns_and_both_frameworks_score_it_alike(tmp_path, caps
 
 
 def test_streaming_run_equals_the_in_memory_run(tmp_path):
-    data_dir = _cifar_dir()
+    data_dir = cifar_dir()
     common = dict(steps=3, checkpoint_every=3, dataset="cifar10", data_dir=data_dir, eval_batch_size=2000,
                   validation=5000)  # the streaming path holds out the same examples as the in-memory one
     train(options(tmp_path / "memory", **common))

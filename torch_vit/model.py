@@ -160,6 +160,41 @@ class ViT(nn.Module):
         if self.config.pool == "cls":
             nn.init.normal_(self.cls_token, std=1e-6)
 
+    @torch.no_grad()
+    def init_like_flax(self) -> None:
+        """jax_vit's initialisation (big_vision's), so that both trainers start from the same distributions:
+        Xavier-uniform attention and MLP matrices (MLP biases normal(1e-6), others zero), LeCun-normal patch
+        embedding and pre-logits, normal(0.02) position embedding, zero [CLS] token and zero head."""
+
+        def lecun_normal_(weight: torch.Tensor) -> None:
+            fan_in = weight[0].numel()
+            std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978  # flax's truncated normal, corrected to unit variance
+            nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for linear in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
+                nn.init.xavier_uniform_(linear.weight)
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+            nn.init.normal_(block.mlp.fc1.bias, std=1e-6)
+            nn.init.normal_(block.mlp.fc2.bias, std=1e-6)
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.config.representation_size:
+            lecun_normal_(self.pre_logits.fc.weight)
+            nn.init.zeros_(self.pre_logits.fc.bias)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.normal_(self.pos_embed, std=0.02)
+        if self.config.pool == "cls":
+            nn.init.zeros_(self.cls_token)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
     def forward(self, images: torch.Tensor, return_intermediates: bool = False) -> Any:
         cfg = self.config
         check_images(cfg, images.shape, str(images.dtype), images.is_floating_point(), "NCHW")

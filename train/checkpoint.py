@@ -16,9 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-
-class CheckpointMismatchError(ValueError):
-    """A workdir whose checkpoint belongs to another model or dataset."""
+from train.run import CheckpointMismatchError, check_same_run  # noqa: F401 (CheckpointMismatchError re-exported)
 
 
 class NoUsableCheckpointError(ValueError):
@@ -30,6 +28,11 @@ class Checkpoints:
 
     def __init__(self, workdir: str | Path, keep: int = 3):
         self.directory = Path(workdir).resolve() / "checkpoints"
+        if self.directory.is_dir() and any(self.directory.glob("step_*.pt")):
+            raise CheckpointMismatchError(
+                f"{self.directory} holds checkpoints of a PyTorch run: use a fresh --workdir for --framework jax, "
+                "or --framework torch to resume it"
+            )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -72,7 +75,7 @@ class Checkpoints:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped, not fatal
                 broken.append(self._set_aside(step, e))
                 continue
-            _check_same_run(found, meta, self.directory)
+            check_same_run(found, meta, self.directory)
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -109,28 +112,3 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def _check_same_run(found: dict[str, Any], meta: dict[str, Any], directory: Path) -> None:
-    """Refuses a checkpoint of another recipe (another optimizer state), model or dataset: resuming it
-    would fail or, worse, silently train something else."""
-    recipe_name = lambda m: (m.get("recipe") or {}).get("name")
-    for what, get in (
-        ("recipe", recipe_name),
-        ("model", lambda m: m.get("model_config")),
-        ("dataset", lambda m: m.get("dataset")),
-        ("validation split", lambda m: (m.get("validation") or {}).get("examples", 0)),
-    ):
-        old, new = get(found), get(meta)
-        if old != new:
-            raise CheckpointMismatchError(
-                f"{directory} holds a checkpoint of another {what} ({_difference(old, new)}): use a fresh "
-                "--workdir, or the same --recipe, --model, --dataset and --validation to resume it"
-            )
-
-
-def _difference(old: Any, new: Any) -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        return ", ".join(f"{k}={old.get(k)!r} there, {new.get(k)!r} here" for k in keys)
-    return f"{old!r} there, {new!r} here"

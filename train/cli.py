@@ -9,10 +9,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers `train` and `eval`."""
     p = subparsers.add_parser(
         "train",
-        help="train the JAX ViT on CIFAR-10 (or another tfds image-classification dataset: cifar100, mnist, ...)",
-        description="Trains the Flax ViT with jitted optax steps, data-parallel over every device. "
+        help="train the ViT on CIFAR-10 (or another tfds image-classification dataset: cifar100, mnist, ...)",
+        description="Trains the Flax ViT with jitted optax steps, data-parallel over every device, or (--framework torch) "
+        "the PyTorch twin with torch.optim and torchvision's augmentation: the same recipe, data order and schedule. "
         "Run it again in the same --workdir to resume from the last checkpoint.",
     )
+    p.add_argument("--framework", default="jax", choices=("jax", "torch"),
+                   help="which twin trains: jax (Flax, jitted optax steps) or torch (PyTorch; CUDA when present) (default: jax)")
     p.add_argument("--model", default="tutorial", help="model variant: 'tutorial' or '<size>/<patch>', e.g. 'Ti/4' (default: tutorial)")
     p.add_argument("--recipe", default="default", help="'default' (ours) or 'tutorial' (the tutorial's setup) (default: default)")
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 default / 50 tutorial)")
@@ -29,10 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", type=int, default=5000, metavar="N",
                    help="training examples held out (a fixed permutation, the same for every seed) to evaluate on while "
                    "training; the test split is scored once, at the end. 0: train on all (default: 5000)")
-    p.add_argument("--pos-embed", choices=("learned", "sincos2d"), help="position embedding (default: the variant's, learned)")
+    p.add_argument("--pos-embed", choices=("learned", "sincos2d"), help="position embedding (default: the recipe's: sincos2d for default, learned for tutorial)")
     p.add_argument("--pool", choices=("cls", "mean"), help="[CLS] token or mean of the tokens (default: the variant's, cls)")
     g = p.add_argument_group("regularisation", "each overrides that part of the recipe (the default recipe scales them "
                              "with the run's length: see README, 'A recipe that scales with the run')")
+    g.add_argument("--crop-padding", type=int, metavar="PIXELS", help="random crop after zero padding by this much (0: off)")
     g.add_argument("--randaugment-ops", type=int, metavar="N", help="RandAugment ops per image (0: off)")
     g.add_argument("--randaugment-magnitude", type=float, metavar="M", help="RandAugment magnitude, 0-10")
     g.add_argument("--mixup", type=float, metavar="ALPHA", dest="mixup_alpha", help="mixup Beta alpha (0: off)")
@@ -77,12 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from train import sharding
-    from train.trainer import TrainOptions, train
-
     from train.recipes import REGULARISATION_PARTS
+    from train.run import TrainOptions
 
-    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.framework == "torch" and (args.coordinator or args.num_processes or args.process_id is not None):
+        raise ValueError("--coordinator, --num-processes and --process-id start a multi-process JAX run: "
+                         "drop them with --framework torch")
     regularisation = {k: getattr(args, k) for k in REGULARISATION_PARTS if getattr(args, k) is not None}
     options = TrainOptions(
         workdir=args.workdir, model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps,
@@ -92,11 +96,22 @@ def run_train(args: argparse.Namespace) -> int:
         streaming=args.streaming, progress=args.progress, init_from=args.init_from, init_variant=args.init_variant,
         steps_per_dispatch=args.steps_per_dispatch, data_on_device=args.data_on_device,
         validation=args.validation, pos_embed=args.pos_embed, pool=args.pool, regularisation=regularisation,
+        framework=args.framework,
     )
-    result = train(options)
-    import jax
+    if args.framework == "torch":
+        try:
+            from train import torch_trainer
+        except ModuleNotFoundError as e:
+            raise ValueError(f"--framework torch needs PyTorch and torchvision ({e}): pip install 'vit-twins[torch]'") from None
+        result, lead = torch_trainer.train(options), True
+    else:
+        import jax
 
-    if jax.process_index() == 0:
+        from train import sharding, trainer
+
+        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        result, lead = trainer.train(options), jax.process_index() == 0
+    if lead:
         held_out = ("" if result.validation_accuracy is None else
                     f"validation accuracy {result.validation_accuracy:.4f}, ")
         print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
@@ -106,7 +121,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from train import data as data_lib
-    from train import evaluate
     from vit_spec import ConfigError, ViTConfig, WeightsError, read_metadata
 
     metadata = read_metadata(args.file)
@@ -129,12 +143,17 @@ def run_eval(args: argparse.Namespace) -> int:
     frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
     logits = {}
     for name in frameworks:
-        fn = evaluate.jax_logits if name == "jax" else evaluate.torch_logits
-        logits[name] = fn(args.file, split, args.batch_size)
+        if name == "jax":
+            from train.evaluate import jax_logits as logits_of
+        else:
+            from train.torch_evaluate import torch_logits as logits_of
+        logits[name] = logits_of(args.file, split, args.batch_size)
         accuracy = float((logits[name].argmax(-1) == split.labels).mean())
         print(f"{name}: {args.dataset} {args.split} accuracy {accuracy:.4f} ({len(split)} images)")
     if len(frameworks) == 2:
-        differ, real = evaluate.disagreements(logits["jax"], logits["torch"])
+        from train.evaluate import disagreements
+
+        differ, real = disagreements(logits["jax"], logits["torch"])
         print(f"jax vs torch: {differ} differing predictions, {real} of them not near-ties")
         return 1 if real else 0
     return 0

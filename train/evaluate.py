@@ -1,4 +1,5 @@
-"""Test accuracy: sharded inside training, and for a weights file under either framework (`vit eval`)."""
+"""Accuracy of the JAX model: sharded inside training, and for a weights file (`vit eval`; train.torch_evaluate
+is the PyTorch side)."""
 
 from __future__ import annotations
 
@@ -61,23 +62,6 @@ def jax_logits(path: str | Path, split: Split, batch_size: int = 500) -> np.ndar
     forward = jax.jit(lambda p, x: model.apply({"params": p}, normalize(x, config.image_mean, config.image_std)))
     params = jax.device_put(params)
     out = [np.asarray(forward(params, split.images[i : i + batch_size])) for i in range(0, len(split), batch_size)]
-    return np.concatenate(out).astype(np.float32)
-
-
-def torch_logits(path: str | Path, split: Split, batch_size: int = 500) -> np.ndarray:
-    """Logits of the weights file on the split, computed by the PyTorch model (float32, NCHW)."""
-    import torch
-    import torch_vit
-
-    model = torch_vit.load(path).float().eval()
-    cfg = model.config
-    mean = torch.tensor(cfg.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.image_std, dtype=torch.float32).view(1, -1, 1, 1)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(split), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(split.images[i : i + batch_size])).permute(0, 3, 1, 2)
-            out.append(model((x.float() / 255.0 - mean) / std).numpy())
     return np.concatenate(out).astype(np.float32)
 
 

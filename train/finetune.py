@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import jax
 import numpy as np
 
-import jax_vit
 from vit_spec import ViTConfig
 from vit_spec.formats import load_checkpoint, missing_params
 
 
-def finetune_start(
+def finetune_weights(
     path: str,
     image_shape: tuple[int, int, int],
     num_classes: int,
     overrides: Mapping[str, Any] = (),
     variant: str | None = None,
-) -> tuple[ViTConfig, Callable[[ViTConfig, jax.Array], Any]]:
-    """(config, initial_params) for fine-tuning the checkpoint at `path` on a dataset.
+) -> tuple[ViTConfig, dict[str, np.ndarray], list[str]]:
+    """(config, state dict, names of the parameters it lacks: a new head) for fine-tuning the checkpoint
+    at `path` on a dataset; framework-free (each trainer initialises what is missing).
 
     Args:
         path: a checkpoint in any supported format (vit, timm, hf, npz, big_vision).
@@ -38,13 +37,28 @@ def finetune_start(
     if config.channels != c:
         raise ValueError(f"{path} is a model of {config.channels}-channel images, but the dataset's have {c} channels")
     config = config.replace(**dict(overrides))
+    state_dict = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+    return config, state_dict, missing_params(config, state_dict)
 
-    def initial_params(cfg: ViTConfig, rng: jax.Array) -> Any:
+
+def finetune_start(
+    path: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    overrides: Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any]]:
+    """(config, initial_params) of the JAX trainer for fine-tuning the checkpoint at `path` (finetune_weights'
+    arguments): the missing parameters (a new head) come from jax_vit.init_params."""
+    config, state_dict, missing = finetune_weights(path, image_shape, num_classes, overrides, variant)
+
+    def initial_params(cfg: ViTConfig, rng: Any) -> Any:
+        import jax_vit
+
         full = dict(state_dict)
-        missing = missing_params(cfg, full)
         if missing:
             fresh = jax_vit.state_dict_from_params(cfg, jax_vit.init_params(cfg, rng))
-            full.update({name: fresh[name] for name in missing})
-        return jax_vit.params_from_state_dict(cfg, {k: np.asarray(v, np.float32) for k, v in full.items()})
+            full.update({name: np.asarray(fresh[name], np.float32) for name in missing})
+        return jax_vit.params_from_state_dict(cfg, full)
 
     return config, initial_params

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from vit_spec import atomic_path
 
 
@@ -111,7 +109,7 @@ class Progress:
 
     def _count_oldest(self) -> None:
         steps, result = self._unfinished.popleft()
-        jax.block_until_ready(result)
+        _wait(result)
         self.update(steps)
 
     def show(self, **values: Any) -> None:
@@ -130,5 +128,15 @@ class Progress:
 
 
 def _is_ready(tree: Any) -> bool:
-    """Whether every jax array in `tree` has been computed (without waiting)."""
+    """Whether every jax array in `tree` has been computed (without waiting). Plain values (the PyTorch
+    trainer's, computed synchronously) always are."""
+    jax = sys.modules.get("jax")  # framework-free: only a JAX trainer hands over jax arrays
+    if jax is None:
+        return True
     return all(leaf.is_ready() for leaf in jax.tree_util.tree_leaves(tree) if isinstance(leaf, jax.Array))
+
+
+def _wait(tree: Any) -> None:
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.block_until_ready(tree)

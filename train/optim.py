@@ -5,25 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from train.recipes import Recipe, RecipeError
+from train.schedule import warmup_steps
 
 # Parameters that weight decay leaves alone besides biases and norm scales (not "kernel" leaves).
 NO_DECAY_NAMES = ("pos_embed", "cls_token")
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """The recipe's learning rate as a function of the step."""
+    """The recipe's learning rate as a function of the step (train.schedule.learning_rate, in optax), computed in
+    the widest float enabled: optax would compute it from the int32 step count in float32 even under jax_enable_x64."""
+    base = _schedule(recipe, steps_per_epoch, total_steps)
+    wide = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is on
+    return lambda count: base(jnp.asarray(count, wide))
+
+
+def _schedule(recipe: Recipe, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     if recipe.schedule == "step":
         # PyTorch's StepLR, stepped once per epoch.
         return optax.exponential_decay(
             recipe.lr, transition_steps=recipe.step_epochs * steps_per_epoch, decay_rate=recipe.step_gamma, staircase=True
         )
     if recipe.schedule == "warmup_cosine":
-        warmup = int(min(recipe.warmup_epochs * steps_per_epoch, recipe.warmup_max_fraction * total_steps))
+        warmup = warmup_steps(recipe, steps_per_epoch, total_steps)
         return optax.warmup_cosine_decay_schedule(
-            0.0, recipe.lr, warmup_steps=max(warmup, 1), decay_steps=max(total_steps, warmup + 1), end_value=0.0
+            0.0, recipe.lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1), end_value=0.0
         )
     raise RecipeError(f"unknown schedule {recipe.schedule!r}: use 'step' or 'warmup_cosine'")
 

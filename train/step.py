@@ -36,20 +36,14 @@ class TrainState(flax.struct.PyTreeNode):
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def _step_fn(
-    model: ViT, tx: optax.GradientTransformation, schedule: optax.Schedule, augment: AugmentConfig, num_classes: int
-) -> StepFn:
-    """The (unjitted) train step that make_train_step and make_multi_step compile."""
+def _update_fn(model: ViT, tx: optax.GradientTransformation, schedule: optax.Schedule) -> Callable[..., tuple[TrainState, Metrics]]:
+    """`(state, x, targets, labels, dropout_key) -> (state, metrics)`: the step after augmentation, on
+    normalised images and soft targets."""
 
-    def step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-        images, labels = batch
-        key = jax.random.fold_in(rng, state.step)
-        k_aug, k_dropout = jax.random.split(key)
-        x, targets = augment_batch(k_aug, images, labels, num_classes, augment)
-
+    def update(state: TrainState, x: jax.Array, targets: jax.Array, labels: jax.Array, k_dropout: jax.Array) -> tuple[TrainState, Metrics]:
         def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
             logits = model.apply({"params": params}, x, train=True, rngs={"dropout": k_dropout})
-            logits = logits.astype(jnp.float32)  # loss in float32 also under bfloat16 compute
+            logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # float32 loss under bfloat16 compute
             return optax.softmax_cross_entropy(logits, targets).mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -65,7 +59,29 @@ def _step_fn(
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
+    return update
+
+
+def _step_fn(
+    model: ViT, tx: optax.GradientTransformation, schedule: optax.Schedule, augment: AugmentConfig, num_classes: int
+) -> StepFn:
+    """The (unjitted) train step that make_train_step and make_multi_step compile."""
+    update = _update_fn(model, tx, schedule)
+
+    def step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+        images, labels = batch
+        key = jax.random.fold_in(rng, state.step)
+        k_aug, k_dropout = jax.random.split(key)
+        x, targets = augment_batch(k_aug, images, labels, num_classes, augment)
+        return update(state, x, targets, labels, k_dropout)
+
     return step
+
+
+def make_update_step(model: ViT, tx: optax.GradientTransformation, schedule: optax.Schedule) -> Callable[..., tuple[TrainState, Metrics]]:
+    """The jitted step without augmentation: `(state, x, targets, labels, dropout_key) -> (state, metrics)` on
+    normalised images and (B, classes) soft targets (the parity suite feeds both twins the same batch)."""
+    return jax.jit(_update_fn(model, tx, schedule))
 
 
 def make_train_step(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,87 +15,22 @@ import numpy as np
 import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
-from train import device_data, recipes, sharding
+from train import device_data, recipes, run, sharding
 from train.checkpoint import Checkpoints
 from train.evaluate import evaluate, make_eval_step
 from train.finetune import finetune_start
 from train.metrics import MetricsLog, Progress
 from train.optim import make_optimizer
-from train.recipes import Recipe, get_recipe
+from train.recipes import get_recipe
+from train.run import DivergedError, TrainOptions, TrainResult, default_workdir, model_config  # noqa: F401 (re-exported)
 from train.step import TrainState, make_multi_step, make_train_step
-from vit_spec import ViTConfig, atomic_path
+from vit_spec import ViTConfig
 
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 # `initial_params(config, rng) -> params`: where a run's parameters come from. jax_vit.init_params by
 # default; `vit train --init-from FILE` plugs a loader in here.
 InitialParams = Callable[[ViTConfig, jax.Array], Any]
-
-
-class DivergedError(ValueError):
-    """The loss or the gradients became NaN or infinite."""
-
-
-@dataclasses.dataclass
-class TrainOptions:
-    """Everything `vit train` takes; None means "the recipe's value"."""
-
-    workdir: str | None = None  # None: runs/DATASET-RECIPE-MODEL
-    model: str = "tutorial"
-    recipe: str = "default"
-    epochs: int | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    dtype: str = "float32"
-    eval_every: int = 1  # epochs between validation evaluations; 0: only at the end
-    validation: int = 5000  # training examples held out for evaluations (data.validation_indices); 0: none
-    pos_embed: str | None = None  # ViTConfig.pos_embed; None: the variant's (learned)
-    pool: str | None = None  # ViTConfig.pool; None: the variant's (cls)
-    regularisation: dict[str, Any] | None = None  # explicit recipes.REGULARISATION_PARTS, over the recipe's
-    log_every: int = 50  # steps between metrics.jsonl records
-    checkpoint_every: int | None = None  # steps; None: once per epoch
-    keep_checkpoints: int = 3
-    streaming: bool = False  # read training batches from the data source instead of memory
-    steps_per_dispatch: int = 1  # train steps per jitted call; >1 keeps the split on the device
-    data_on_device: bool = False  # the split on the device, batches gathered there (implied by steps_per_dispatch > 1)
-    progress: bool = True
-    eval_batch_size: int = 1000
-    init_from: str | None = None  # a checkpoint in any format `vit convert` reads: fine-tune from it
-    init_variant: str | None = None  # what that file does not record (a timm state dict's heads)
-
-
-@dataclasses.dataclass
-class TrainResult:
-    workdir: str
-    config: ViTConfig
-    step: int
-    test_accuracy: float
-    test_loss: float
-    validation_accuracy: float | None  # None: nothing was held out (--validation 0)
-    validation_loss: float | None
-    params: Any  # numpy, on the host
-    records: list[dict[str, Any]]
-
-
-def model_config(variant: str, recipe: Recipe, num_classes: int, image_shape: tuple[int, ...], **fields: Any) -> ViTConfig:
-    """The variant, sized for the dataset, with the recipe's normalisation and regularisation (and `fields`)."""
-    h, w, c = image_shape
-    mean, std = recipe.augment.mean, recipe.augment.std
-    if len(mean) != c:  # e.g. a grayscale dataset under CIFAR's constants: the config's per-channel default
-        mean, std = None, None
-    return ViTConfig.from_variant(
-        variant, num_classes=num_classes, image_size=(h, w) if h != w else h, channels=c,
-        image_mean=mean, image_std=std, **{**dict(recipe.model_overrides), **fields},
-    )
-
-
-def default_workdir(options: TrainOptions) -> str:
-    """runs/DATASET-RECIPE-MODEL: each setting resumes its own run."""
-    return str(Path("runs") / f"{options.dataset}-{options.recipe}-{options.model.replace('/', '_')}")
 
 
 def train(
@@ -106,10 +40,9 @@ def train(
 
     `dataset` replaces reading options.dataset from tfds (tests pass small in-memory data).
     """
-    if options.dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {options.dtype!r}: use one of {sorted(DTYPES)}")
-    if options.steps is not None and options.steps <= 0:
-        raise ValueError(f"--steps must be positive, got {options.steps}")
+    run.check_options(options, DTYPES)
+    if options.framework != "jax":
+        raise ValueError(f"train.trainer trains the JAX model; --framework {options.framework} has its own trainer")
     if options.steps_per_dispatch < 1:
         raise ValueError(f"--steps-per-dispatch must be at least 1, got {options.steps_per_dispatch}")
     # Several steps per call gather their batches on the device, from the split kept there.
@@ -121,10 +54,7 @@ def train(
         )
     recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
-    architecture = {k: v for k, v in (("pos_embed", options.pos_embed), ("pool", options.pool)) if v is not None}
-    if architecture and options.init_from:
-        raise ValueError("--pos-embed and --pool choose a new model's architecture; --init-from brings its own: drop them")
-    ViTConfig.from_variant(options.model, **architecture)  # an unknown variant fails here, before any data is read
+    architecture = run.architecture(options)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(recipe.batch_size, mesh)
     lead = jax.process_index() == 0
@@ -146,12 +76,10 @@ def train(
         n_train = len(train_source)
         dataset_name = options.dataset
     else:
-        if dataset is None:
-            dataset = data_lib.load(options.dataset, data_lib.resolve_data_dir(options.data_dir))
-        n_all = len(dataset.train)
-        dataset, validation = data_lib.hold_out(dataset, options.validation)
-        num_classes, image_shape, n_train = dataset.num_classes, dataset.image_shape, len(dataset.train)
-        test, dataset_name = dataset.test, dataset.name
+        loaded = run.load_in_memory(options, dataset)
+        train_split, validation, test = loaded.train, loaded.validation, loaded.test
+        num_classes, image_shape, n_train = loaded.num_classes, loaded.image_shape, len(loaded.train)
+        dataset_name, n_all = loaded.name, loaded.examples
 
     order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
     spe = order.steps_per_epoch
@@ -170,18 +98,7 @@ def train(
     tx, schedule = make_optimizer(recipe, spe, total)
     model = ViT(config, dtype=DTYPES[options.dtype])
     meta = {
-        "model_config": config.to_dict(),
-        "dataset": dataset_name,
-        "recipe": recipe.to_dict(),
-        "regularisation": {**recipes.regularisation(recipe), "epochs": total / spe,
-                           "strength": recipes.regularisation_strength(total / spe) if recipe.length_scaled else None},
-        "validation": data_lib.validation_record(n_all, options.validation) if options.validation else None,
-        "model": options.model,
-        "init_from": options.init_from,
-        "seed": options.seed,
-        "total_steps": total,
-        "steps_per_epoch": spe,
-        "dtype": options.dtype,
+        **run.run_meta(options, config, dataset_name, recipe, total, spe, n_all),
         # Runs of another K (or data path) agree to float32 rounding, not bit for bit (train.step.make_multi_step).
         "steps_per_dispatch": options.steps_per_dispatch,
         "data_on_device": on_device,
@@ -200,6 +117,7 @@ def train(
     start = 0
     if restored is not None:
         start, tree, found = restored
+        run.check_not_past_end(start, total, workdir)
         state, rng = tree["state"], tree["rng"]
         if found.get("seed", options.seed) != options.seed:
             # The run continues as it began: its data order and augmentation follow its own seed.
@@ -214,8 +132,7 @@ def train(
                   f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
                   "compiled otherwise, so equal to float32 rounding, not necessarily bit for bit", file=sys.stderr)
     if lead:
-        with atomic_path(workdir / "config.json") as tmp:
-            tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")
+        run.write_config(workdir, meta, options)
 
     log = MetricsLog(workdir, start, enabled=lead)
     train_step = make_train_step(model, tx, schedule, recipe.augment, num_classes, mesh)
@@ -230,12 +147,12 @@ def train(
     pi, pc = jax.process_index(), jax.process_count()
     if on_device:
         # The split goes to the device once; each call then sends only its batches' rows.
-        train_split = device_data.put_split(dataset.train, mesh)
+        train_split = device_data.put_split(train_split, mesh)
         multi_step = make_multi_step(model, tx, schedule, recipe.augment, num_classes, mesh)
     elif train_source is not None:
         batches = iter(data_lib.StreamingBatches(train_source, order, start, total, pi, pc))
     else:
-        batches = data_lib.memory_batches(dataset.train, order, start, total, pi, pc)
+        batches = data_lib.memory_batches(train_split, order, start, total, pi, pc)
     # A call never runs past a step that logs, evaluates or checkpoints: those need its state.
     boundaries = (options.log_every, checkpoint_every, spe * options.eval_every)
 
@@ -267,8 +184,7 @@ def train(
                 compiled.add(done - step)
             step = done
             is_last = done == total
-            want_eval = is_last or (validation is not None and options.eval_every > 0 and done % spe == 0
-                                    and (done // spe) % options.eval_every == 0)
+            want_eval = run.wants_eval(done, total, spe, options.eval_every, validation is not None)
             want_checkpoint = is_last or done % checkpoint_every == 0
             if pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
                 jax.block_until_ready(pending)  # steps run asynchronously: time them once finished
@@ -276,13 +192,7 @@ def train(
                 record = _summarise(pending, done, spe, recipe.batch_size, time.perf_counter() - tick, untimed)
                 if not record.pop("finite"):
                     good = checkpoints.steps()
-                    raise DivergedError(
-                        f"training diverged: the loss or gradients became NaN or infinite between steps {tick_step} "
-                        f"and {done}. The last good checkpoint is "
-                        + (f"step {good[-1]} in {checkpoints.directory}" if good else "none (none was written yet)")
-                        + "; nothing was saved after the divergence. Lower --lr (or use --recipe default, which clips "
-                        "gradients) and run again"
-                    )
+                    raise DivergedError(run.diverged_message(tick_step, done, good, checkpoints.directory))
                 log.write(record)
                 progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
                               img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
@@ -330,25 +240,11 @@ def call_end(step: int, steps_per_call: int, total: int, boundaries: tuple[int, 
 def _summarise(
     pending: list[dict[str, jax.Array]], step: int, spe: int, batch: int, seconds: float, untimed: int = 0
 ) -> dict[str, Any]:
-    """The train record of the steps since the last one: means, the last lr, images/s (of the timed steps).
-
-    `pending` holds one metrics dict per call: scalars (one step) or arrays of K steps (make_multi_step).
-    """
+    """run.summarise of the calls since the last record: `pending` holds one metrics dict per call, scalars
+    (one step) or arrays of K steps (make_multi_step)."""
     values = [
         dict(zip(call, step_values))
         for call in sharding.to_host(pending)
         for step_values in zip(*(np.reshape(v, -1) for v in call.values()))
     ]
-    mean = lambda k: float(np.mean([v[k] for v in values]))
-    return {
-        "kind": "train",
-        "step": step,
-        "epoch": step / spe,
-        "loss": mean("loss"),
-        "accuracy": mean("accuracy"),
-        "lr": float(values[-1]["lr"]),
-        "grad_norm": mean("grad_norm"),
-        # None when the record holds only the compiling step, which has no meaningful speed.
-        "images_per_s": (len(values) - untimed) * batch / max(seconds, 1e-9) if len(values) > untimed else None,
-        "finite": bool(all(v["finite"] for v in values)),
-    }
+    return run.summarise(values, step, spe, batch, seconds, untimed)

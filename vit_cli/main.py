@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "train.cli",  # vit train, vit eval
     "vit_cli.recipes",  # vit recipes
+    "vit_cli.compare",  # vit compare
     "vit_cli.convert",  # vit convert
     "vit_cli.parity",  # vit parity
     "vit_cli.summary",  # vit summary

@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recipes", nargs="+", default=["default", "tutorial"], metavar="RECIPE", help="(default: default tutorial)")
     p.add_argument("--epochs", nargs="+", type=int, default=[1, 2, 5], metavar="N", help="(default: 1 2 5)")
-    p.add_argument("--pos-embed", nargs="+", default=["learned"], choices=("learned", "sincos2d"), help="(default: learned)")
-    p.add_argument("--pool", nargs="+", default=["cls"], choices=("cls", "mean"), help="(default: cls)")
+    p.add_argument("--pos-embed", nargs="+", choices=("learned", "sincos2d"), help="(default: each recipe's own)")
+    p.add_argument("--pool", nargs="+", choices=("cls", "mean"), help="(default: each recipe's own)")
     p.add_argument("--model", default="tutorial", help="(default: tutorial)")
     p.add_argument("--dataset", default="cifar10", help="(default: cifar10)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
@@ -43,13 +43,23 @@ def run_name(recipe: str, model: str, dataset: str, epochs: int, pos_embed: str,
     return f"{dataset}-{recipe}-{model.replace('/', '_')}-{epochs}ep-{pos_embed}-{pool}-seed{seed}"
 
 
+def own_architecture(recipe: str, model: str) -> tuple[str, str]:
+    """(position embedding, pooling) of `model` as `recipe` builds it without --pos-embed and --pool."""
+    from train.recipes import get_recipe
+    from vit_spec import ViTConfig
+
+    config = ViTConfig.from_variant(model, **dict(get_recipe(recipe).architecture))
+    return config.pos_embed, config.pool
+
+
 def train_command(args: argparse.Namespace, recipe: str, epochs: int, pos_embed: str, pool: str, workdir: Path) -> str:
     words = ["vit", "train", "--recipe", recipe, "--model", args.model, "--epochs", str(epochs)]
     if args.dataset != "cifar10":
         words += ["--dataset", args.dataset]
-    if pos_embed != "learned":
+    own_pos_embed, own_pool = own_architecture(recipe, args.model)
+    if pos_embed != own_pos_embed:
         words += ["--pos-embed", pos_embed]
-    if pool != "cls":
+    if pool != own_pool:
         words += ["--pool", pool]
     if args.batch_size:
         words += ["--batch-size", str(args.batch_size)]
@@ -83,7 +93,14 @@ def run_recipes(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     rows = []
-    for recipe, epochs, pos_embed, pool in itertools.product(args.recipes, args.epochs, args.pos_embed, args.pool):
+    cells = [
+        (recipe, epochs, pos_embed, pool)
+        for recipe in args.recipes
+        for epochs, pos_embed, pool in itertools.product(
+            args.epochs, args.pos_embed or [own_architecture(recipe, args.model)[0]],
+            args.pool or [own_architecture(recipe, args.model)[1]])
+    ]
+    for recipe, epochs, pos_embed, pool in cells:
         workdir = root / run_name(recipe, args.model, args.dataset, epochs, pos_embed, pool, args.seed)
         command = train_command(args, recipe, epochs, pos_embed, pool, workdir)
         result = finished(workdir)
@@ -92,12 +109,12 @@ def run_recipes(args: argparse.Namespace) -> int:
             train(TrainOptions(
                 workdir=str(workdir), model=args.model, recipe=recipe, epochs=epochs, batch_size=args.batch_size,
                 seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
-                pos_embed=None if pos_embed == "learned" else pos_embed, pool=None if pool == "cls" else pool,
+                pos_embed=pos_embed, pool=pool,
             ))
             result = finished(workdir)
         rows.append({"recipe": recipe, "epochs": epochs, "pos_embed": pos_embed, "pool": pool,
                      "command": command, **(result or {})})
-    print(format_table(rows, args.pos_embed != ["learned"] or args.pool != ["cls"]))
+    print(format_table(rows, bool(args.pos_embed or args.pool)))
     if args.json:
         from vit_spec import atomic_path
 

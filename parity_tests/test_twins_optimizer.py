@@ -1,0 +1,94 @@
+"""The optimizers agree update by update: optax (train.optim) and torch.optim (train.torch_step) given the same
+gradients, with the default recipe's warmup+cosine rate, global-norm clipping and weight decay masked to
+matrices, and with the tutorial's Adam with L2 decay and StepLR.
+
+The gradients are the PyTorch twin's, of the label-smoothed loss, fed to both optimizers: what differs is
+then the optimizers' arithmetic alone. (Each twin's own gradients feed its own optimizer in
+test_twins_training_run.py, where Adam's division by sqrt(v) magnifies their float32 rounding.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vit_cli import compare, parity
+from vit_spec import ViTConfig, random_weights
+
+UPDATE_TOL = 1e-6  # max |jax - torch| scaled by max |torch|, per tensor, float32
+UPDATES = 4
+
+
+def _batch(config: ViTConfig, seed: int, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h, w = config.image_hw
+    return rng.integers(0, 256, (batch, h, w, config.channels), dtype=np.uint8), rng.integers(0, config.num_classes, batch)
+
+
+@pytest.mark.parametrize("recipe_name", ["default", "tutorial"])
+def test_optimizer_updates_agree(recipe_name):
+    import jax
+    import optax
+    import torch
+
+    from jax_vit import params_from_state_dict, state_dict_from_params
+    from torch_vit import model_from_state_dict, state_dict_numpy
+    from train.optim import make_optimizer
+    from train.torch_step import TrainStep, soft_cross_entropy
+
+    recipe = compare.lockstep_recipe(recipe_name, 16)
+    if recipe_name == "default":
+        recipe = recipe.replace(clip_norm=0.5)  # a clip that bites
+        assert recipe.augment.label_smoothing > 0 and recipe.weight_decay > 0 and recipe.optimizer == "adamw"
+    else:  # StepLR halving after the second update
+        recipe = recipe.replace(step_epochs=2)
+    config = ViTConfig.from_variant("tutorial", **dict(recipe.model_overrides))
+    weights = random_weights(config, seed=0)
+    # Epochs of one step in a run of 8: the default warms up over update 0 (rate 0), then its cosine starts.
+    spe, total = 1, 8
+    model = model_from_state_dict(config, weights).train()
+    torch_opt = TrainStep(model, recipe, spe, total, config.num_classes)
+    tx, schedule = make_optimizer(recipe, spe, total)
+    params = jax.tree.map(jax.numpy.asarray, params_from_state_dict(config, weights))
+    opt_state = tx.init(params)
+    jax_update = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    rates = []
+    for i in range(UPDATES):
+        x, targets = compare.lockstep_inputs(_batch(config, i), recipe.augment, config.num_classes, "float32")
+        model.zero_grad(set_to_none=True)
+        soft_cross_entropy(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(targets)).backward()
+        grads = {name: p.grad.detach().numpy().copy() for name, p in model.named_parameters()}
+        if config.pos_embed == "sincos2d":
+            grads["pos_embed"] = np.zeros_like(weights["pos_embed"])
+        metrics = torch_opt.apply_gradients(i)
+        updates, opt_state = jax_update(params_from_state_dict(config, grads), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        rates.append((metrics["lr"], float(schedule(i))))
+        if recipe.clip_norm:
+            assert metrics["grad_norm"] > recipe.clip_norm, "the clip did not bite"
+        diffs = parity.compare(state_dict_numpy(model), state_dict_from_params(config, params), UPDATE_TOL)
+        failing = [d for d in diffs if not d.ok]
+        assert not failing, f"{recipe_name}: parameters after update {i} differ:\n" + "\n".join(map(str, failing))
+    for i, (torch_lr, optax_lr) in enumerate(rates):
+        assert optax_lr == pytest.approx(torch_lr, rel=1e-6, abs=1e-12), f"update {i}: learning rates differ"
+    assert len({r for r, _ in rates}) >= 2 and max(r for r, _ in rates) > 0  # the schedule moved
+    moved = max(np.abs(state_dict_numpy(model)[k] - weights[k]).max() for k in weights if k != "pos_embed")
+    assert moved > 1e-4
+
+
+def test_weight_decay_masks_agree():
+    """The same parameters are decayed: JAX's "kernel" leaves outside pos_embed/cls_token, torch's matrices."""
+    import jax
+
+    import torch_vit
+    from jax_vit import init_params, state_dict_from_params
+    from train.optim import weight_decay_mask
+    from train.torch_step import decays
+
+    config = ViTConfig.from_variant("tutorial")
+    params = init_params(config, 0)
+    as_arrays = jax.tree.map(lambda m, p: np.full(p.shape, float(m), np.float32), weight_decay_mask(params), params)
+    jax_decayed = {k for k, v in state_dict_from_params(config, as_arrays).items() if np.all(v == 1)}
+    torch_decayed = {n for n, p in torch_vit.ViT(config).named_parameters() if decays(n, p)}
+    assert torch_decayed == jax_decayed
+    assert "head.weight" in torch_decayed and "pos_embed" not in torch_decayed and "blocks.0.norm1.weight" not in torch_decayed
