@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -137,9 +137,11 @@ def state_dict_from_params(config: ViTConfig, params: Mapping[str, Any]) -> dict
     return out
 
 
-def save(path: str | os.PathLike, config: ViTConfig, params: Mapping[str, Any]) -> None:
-    """Writes `params` (either layout) with `config` to a .safetensors file (atomic)."""
-    save_weights(path, config, state_dict_from_params(config, params))
+def save(
+    path: str | os.PathLike, config: ViTConfig, params: Mapping[str, Any], class_names: Sequence[str] | None = None
+) -> None:
+    """Writes `params` (either layout) with `config`, and the class names if given, to a .safetensors file (atomic)."""
+    save_weights(path, config, state_dict_from_params(config, params), class_names)
 
 
 def load(path: str | os.PathLike, *, scan_blocks: bool = False) -> tuple[ViTConfig, dict]:

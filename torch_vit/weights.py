@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,9 +30,9 @@ def model_from_state_dict(config: ViTConfig, state_dict: Mapping[str, np.ndarray
     return model.eval()
 
 
-def save(path: str | os.PathLike, model: ViT) -> None:
-    """Writes the model's weights and config to a .safetensors file (atomic)."""
-    save_weights(path, model.config, state_dict_numpy(model))
+def save(path: str | os.PathLike, model: ViT, class_names: Sequence[str] | None = None) -> None:
+    """Writes the model's weights and config, and the class names if given, to a .safetensors file (atomic)."""
+    save_weights(path, model.config, state_dict_numpy(model), class_names)
 
 
 def load(path: str | os.PathLike) -> ViT:

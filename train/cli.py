@@ -121,15 +121,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from train import data as data_lib
-    from vit_spec import ConfigError, ViTConfig, WeightsError, read_metadata
+    from vit_spec import load_weights
 
-    metadata = read_metadata(args.file)
-    if "vit_config" not in metadata:
-        raise WeightsError(f"{args.file} holds no ViT config: it was not written by this project (convert it with `vit convert`)")
-    try:
-        config = ViTConfig.from_json(metadata["vit_config"])
-    except ConfigError as e:
-        raise WeightsError(f"{args.file}: its config is invalid: {e}") from None
+    # The whole file, checked (config, layout, no NaN/inf), before the dataset is opened: weights that cannot
+    # be right would otherwise score chance accuracy after a long data load. The twins' loaders read it again.
+    config, _ = load_weights(args.file)
     sources = data_lib.open_sources(args.dataset, data_lib.resolve_data_dir(args.data_dir))
     if args.split not in sources:
         raise data_lib.DatasetError(f"{args.dataset} has no {args.split!r} split (it has {sorted(sources)})")

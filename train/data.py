@@ -65,6 +65,7 @@ class Dataset:
     num_classes: int
     train: Split
     test: Split
+    class_names: tuple[str, ...] = ()  # in label order; () where unknown (in-memory test data)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -138,6 +139,12 @@ def _keys(source: Any) -> tuple[str, str, int, tuple[int, ...]]:
     return image_key, label_key, int(num_classes), shape  # type: ignore[return-value]
 
 
+def label_names(source: Any) -> list[str]:
+    """The class names of a tfds image-classification source, in label order ([] where the dataset has none)."""
+    _, label_key, _, _ = _keys(source)
+    return list(getattr(source.dataset_info.features[label_key], "names", None) or [])
+
+
 def read_split(source: Any, indices: Sequence[int], chunk: int = 5000) -> Split:
     """The given records of a data source, decoded into memory."""
     parts = [read_records(source, indices[i : i + chunk]) for i in range(0, len(indices), chunk)]
@@ -192,7 +199,8 @@ def load(name: str, data_dir: str | None, test_split: str = "test") -> Dataset:
         if split not in sources:
             raise DatasetError(f"{name} has no {split!r} split (it has {sorted(sources)})")
     _, _, num_classes, _ = _keys(sources["train"])
-    return Dataset(name, num_classes, load_split(sources["train"], "train"), load_split(sources[test_split], test_split))
+    return Dataset(name, num_classes, load_split(sources["train"], "train"), load_split(sources[test_split], test_split),
+                   tuple(label_names(sources["train"])))
 
 
 def describe(source: Any) -> tuple[int, tuple[int, ...]]:

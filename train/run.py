@@ -133,6 +133,7 @@ class InMemoryData:
     image_shape: tuple[int, int, int]
     name: str
     examples: int  # of the training split before the hold-out
+    class_names: tuple[str, ...] = ()
 
 
 def load_in_memory(options: TrainOptions, dataset: data_lib.Dataset | None = None) -> InMemoryData:
@@ -142,7 +143,7 @@ def load_in_memory(options: TrainOptions, dataset: data_lib.Dataset | None = Non
     examples = len(dataset.train)
     dataset, validation = data_lib.hold_out(dataset, options.validation)
     return InMemoryData(dataset.train, validation, dataset.test, dataset.num_classes, dataset.image_shape,
-                        dataset.name, examples)
+                        dataset.name, examples, dataset.class_names)
 
 
 def run_meta(

@@ -182,7 +182,7 @@ def train(
             if split is not None:
                 evals[name] = evaluate(model, split.images, split.labels, options.eval_batch_size)
     model = model.cpu()
-    torch_vit.save(workdir / "model.safetensors", model)
+    torch_vit.save(workdir / "model.safetensors", model, data.class_names)
     val = evals.get("validation", {})
     return TrainResult(str(workdir), config, total, evals["test"]["accuracy"], evals["test"]["loss"],
                        val.get("accuracy"), val.get("loss"), torch_vit.state_dict_numpy(model), log.records)

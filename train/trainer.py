@@ -75,11 +75,12 @@ def train(
             train_source = data_lib.SourceSubset(train_source, train_idx)
         n_train = len(train_source)
         dataset_name = options.dataset
+        class_names = tuple(data_lib.label_names(sources["train"]))
     else:
         loaded = run.load_in_memory(options, dataset)
         train_split, validation, test = loaded.train, loaded.validation, loaded.test
         num_classes, image_shape, n_train = loaded.num_classes, loaded.image_shape, len(loaded.train)
-        dataset_name, n_all = loaded.name, loaded.examples
+        dataset_name, n_all, class_names = loaded.name, loaded.examples, loaded.class_names
 
     order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
     spe = order.steps_per_epoch
@@ -220,7 +221,7 @@ def train(
                 evals[name] = evaluate(eval_step, state.params, split, mesh, options.eval_batch_size)
     host_params = sharding.to_host(state.params)
     if lead:
-        jax_vit.save(workdir / "model.safetensors", config, host_params)
+        jax_vit.save(workdir / "model.safetensors", config, host_params, class_names)
     checkpoints.close()
     val = evals.get("validation", {})
     return TrainResult(str(workdir), config, total, evals["test"]["accuracy"], evals["test"]["loss"],

@@ -15,7 +15,12 @@ COMMAND_MODULES = (
     "train.cli",  # vit train, vit eval
     "vit_cli.recipes",  # vit recipes
     "vit_cli.compare",  # vit compare
+    "vit_cli.attention",  # vit attention
+    "vit_cli.embeddings",  # vit embeddings
+    "vit_cli.plot",  # vit plot
+    "vit_cli.predict",  # vit predict
     "vit_cli.convert",  # vit convert
+    "vit_cli.export",  # vit export
     "vit_cli.parity",  # vit parity
     "vit_cli.summary",  # vit summary
     "vit_cli.bench",  # vit bench

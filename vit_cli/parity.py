@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -277,22 +276,10 @@ def random_images(config: ViTConfig, batch: int, seed: int = 0) -> np.ndarray:
 
 
 def read_images(config: ViTConfig, paths: list[str]) -> np.ndarray:
-    """Image files, resized to the model's size and normalised with its image_mean / image_std, NHWC float32."""
-    from PIL import Image
+    """Image files as the model sees them (vit_spec.image_files: centre crop, resize, its image_mean / image_std), NHWC float32."""
+    from vit_spec.image_files import normalise, read_image
 
-    h, w = config.image_hw
-    mode = {1: "L", 3: "RGB"}.get(config.channels)
-    if mode is None:
-        raise ValueError(f"--images reads 1- or 3-channel pictures, but the model takes {config.channels} channels")
-    out = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no image file at {path}")
-        with Image.open(path) as img:
-            array = np.asarray(img.convert(mode).resize((w, h), Image.BICUBIC), np.float32) / 255.0
-        array = array.reshape(h, w, config.channels)
-        out.append((array - np.asarray(config.image_mean, np.float32)) / np.asarray(config.image_std, np.float32))
-    return np.stack(out).astype(np.float32)
+    return normalise(np.stack([read_image(path, config) for path in paths]), config)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -4,8 +4,8 @@ Imports neither jax nor torch.
 """
 
 from vit_spec.config import VARIANTS, ConfigError, ViTConfig
-from vit_spec.layout import WeightsError, check_weights, num_params, param_shapes, random_weights, sincos_2d
-from vit_spec.weights_file import atomic_path, load_weights, read_metadata, save_weights
+from vit_spec.layout import WeightsError, check_finite, check_weights, num_params, param_shapes, random_weights, sincos_2d
+from vit_spec.weights_file import atomic_path, load_weights, read_class_names, read_metadata, save_weights
 
 __all__ = [
     "VARIANTS",
@@ -13,11 +13,13 @@ __all__ = [
     "ViTConfig",
     "WeightsError",
     "atomic_path",
+    "check_finite",
     "check_weights",
     "load_weights",
     "num_params",
     "param_shapes",
     "random_weights",
+    "read_class_names",
     "read_metadata",
     "save_weights",
     "sincos_2d",

@@ -26,7 +26,8 @@ def check_images(config: ViTConfig, shape: Sequence[int], dtype_name: str, is_fl
     want = (h, w, c) if layout == "NHWC" else (c, h, w)
     other = "NCHW" if layout == "NHWC" else "NHWC"
     perm = "(0, 3, 1, 2)" if layout == "NCHW" else "(0, 2, 3, 1)"
-    shape = tuple(int(s) for s in shape)
+    # The batch may be symbolic (torch.export, jax.export): int() on it would fix it to the example's size.
+    shape = tuple(s if i == 0 else int(s) for i, s in enumerate(shape))
     if len(shape) != 4:
         hint = " (add a batch axis: images[None])" if len(shape) == 3 else ""
         raise ImageInputError(f"images must be a 4-D {layout} batch (batch, {', '.join(map(str, want))}), got shape {shape}{hint}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -88,12 +88,48 @@ def check_weights(config: ViTConfig, weights: Mapping[str, np.ndarray], source: 
             )
     for name in expected:
         dtype = np.asarray(weights[name]).dtype
-        if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+        if not _is_float(dtype):
             raise WeightsError(f"{source}: parameter {name!r} has dtype {dtype}, a floating type was expected")
 
 
-def _few(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:5])
+def check_finite(weights: Mapping[str, np.ndarray], source: str = "the weights") -> None:
+    """Raises WeightsError naming every floating tensor that holds NaN or infinity, with how many of each.
+
+    One pass of np.isfinite per tensor; counts are taken only for the tensors that fail it. Integer and
+    bool tensors are skipped (they cannot hold either).
+    """
+    bad: list[tuple[str, str, int]] = []
+    for name, value in weights.items():
+        array = np.asarray(value)
+        if not _is_float(array.dtype) or np.isfinite(array).all():
+            continue
+        counts = {
+            "NaN": np.count_nonzero(np.isnan(array)),
+            "+inf": np.count_nonzero(np.isposinf(array)),
+            "-inf": np.count_nonzero(np.isneginf(array)),
+        }
+        bad.append((name, ", ".join(f"{n} {kind}" for kind, n in counts.items() if n), array.size))
+    if not bad:
+        return
+    if len(bad) == 1:
+        name, found, size = bad[0]
+        what = f"tensor {name!r} holds {found} of its {size} values"
+    else:
+        listed = [f"{name!r} ({found} of {size} values)" for name, found, size in bad]
+        what = f"{len(bad)} tensors hold NaN or infinite values: {_few(listed, show=str)}"
+    raise WeightsError(
+        f"{source}: {what}: the weights cannot be right (a diverged run?); "
+        "retrain, or use an earlier checkpoint"
+    )
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    # numpy has no bfloat16; ml_dtypes' (which safetensors returns for BF16 tensors) is not np.floating.
+    return np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+
+
+def _few(names: list[str], show: Callable[[str], str] = repr) -> str:
+    shown = ", ".join(show(n) for n in names[:5])
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 

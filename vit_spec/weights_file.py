@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from vit_spec.class_names import check_count
 from vit_spec.config import ConfigError, ViTConfig
-from vit_spec.layout import WeightsError, check_weights
+from vit_spec.layout import WeightsError, check_finite, check_weights
 
 FORMAT_NAME = "vit-twins"
 FORMAT_VERSION = "1"
@@ -41,13 +43,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def save_weights(path: str | os.PathLike, config: ViTConfig, weights: Mapping[str, np.ndarray]) -> None:
-    """Writes `weights` (timm names, numpy arrays) and `config` to `path`, atomically."""
+def save_weights(
+    path: str | os.PathLike, config: ViTConfig, weights: Mapping[str, np.ndarray], class_names: Sequence[str] | None = None
+) -> None:
+    """Writes `weights` (timm names, numpy arrays) and `config` to `path`, atomically.
+
+    NaN or infinite values are written as given (load_weights refuses them, naming the tensors): the trainers
+    stop before writing such weights, and a deliberate dump of a diverged model is then still diagnosable.
+    `class_names` (one per class, in class order) go into the metadata as "class_names", a JSON list, for
+    `vit predict`; None or an empty list writes none.
+    """
     from safetensors.numpy import save_file
 
     arrays = {name: np.ascontiguousarray(np.asarray(value)) for name, value in weights.items()}
     check_weights(config, arrays, source=f"the weights to save to {path}")
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "vit_config": config.to_json()}
+    if class_names:
+        names = check_count(class_names, config.num_classes, f"the class names to save to {path}")
+        metadata["class_names"] = json.dumps(names)
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
 
@@ -69,8 +82,27 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         ) from None
 
 
+def read_class_names(path: str | os.PathLike) -> list[str] | None:
+    """The class names a weights file records (save_weights' class_names), or None where it records none."""
+    metadata = read_metadata(path)
+    if "class_names" not in metadata:
+        return None
+    try:
+        names = json.loads(metadata["class_names"])
+        config = ViTConfig.from_json(metadata["vit_config"])
+    except (ValueError, KeyError, ConfigError) as e:
+        raise WeightsError(f"{path}: its class_names metadata is unreadable ({e}); rewrite it, or give --labels") from None
+    if not isinstance(names, list):
+        raise WeightsError(f"{path}: its class_names metadata is not a JSON list; rewrite it, or give --labels")
+    return check_count(names, config.num_classes, f"{path}'s metadata")
+
+
 def load_weights(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, np.ndarray]]:
-    """Reads a file written by save_weights: (config, timm-named numpy arrays), checked against each other."""
+    """Reads a file written by save_weights: (config, timm-named numpy arrays), checked against each other.
+
+    A tensor holding NaN or infinity is refused here, naming it: every command loads through this, and such
+    weights would otherwise only show up as chance accuracy or twins that "differ".
+    """
     from safetensors.numpy import load_file
 
     metadata = read_metadata(path)
@@ -88,4 +120,5 @@ def load_weights(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, np.ndarr
     except Exception as e:
         raise WeightsError(f"{path} could not be read ({type(e).__name__}: {e}); it may be truncated") from None
     check_weights(config, arrays, source=str(path))
+    check_finite(arrays, source=str(path))
     return config, arrays

@@ -26,6 +26,7 @@ from vit_spec.formats.adapt import adapt_checkpoint, missing_params
 from vit_spec.formats.checkpoint import Checkpoint, apply_overrides, check_layout
 from vit_spec.formats.errors import FormatError
 from vit_spec.formats.tensor_files import read_tensor_file, write_npz, write_safetensors
+from vit_spec.layout import check_finite
 from vit_spec.weights_file import FORMAT_NAME, save_weights
 
 FORMATS = ("vit", "timm", "hf", "npz", "big_vision")
@@ -147,6 +148,10 @@ def read_checkpoint(
                 arrays, source, pool_type=pool_type, source_image_size=source_image_size, sincos_image_size=size
             )
         checkpoint.notes[:0] = notes
+    # Here, not in each reader: `vit convert` and `vit train --init-from` both come through, and only the
+    # model's tensors are checked (a file may carry others), under the names the error can show.
+    renamed = checkpoint.fmt not in ("vit", "timm")
+    check_finite(checkpoint.state_dict, f"{source} (tensors named as in timm)" if renamed else source)
     if checkpoint.fmt in ("vit", "npz", "big_vision") and (variant or heads):
         checkpoint.notes.append(f"--variant/--heads ignored: {_DESCRIPTION[checkpoint.fmt]} records its own architecture")
     if checkpoint.fmt == "vit" and source_image_size:

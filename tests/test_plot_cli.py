@@ -1,0 +1,203 @@
+"""`vit plot WORKDIR... --out PNG`: training runs' loss, accuracy and learning rate on shared axes, on synthetic
+metrics.jsonl files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from vit_cli.main import main
+from vit_cli.plot import default_labels, draw, read_records
+
+STEPS_PER_EPOCH = 10
+
+
+def train_record(step: int, loss: float = 2.0, lr: float = 1e-3) -> dict:
+    return {"kind": "train", "step": step, "epoch": step / STEPS_PER_EPOCH, "loss": loss, "accuracy": 0.3, "lr": lr,
+            "grad_norm": 1.0, "images_per_s": 100.0}
+
+
+def eval_record(step: int, split: str | None, accuracy: float, loss: float = 1.5) -> dict:
+    record = {"kind": "eval", "step": step, "epoch": step / STEPS_PER_EPOCH, "accuracy": accuracy, "loss": loss}
+    return record if split is None else {**record, "split": split}
+
+
+def write_run(workdir: Path, epochs: int = 3, lr: float = 1e-3, test: bool = True) -> Path:
+    """A finished run's metrics.jsonl: train records every 5 steps, validation every epoch, test at the end."""
+    records = []
+    for epoch in range(1, epochs + 1):
+        for step in range((epoch - 1) * STEPS_PER_EPOCH + 5, epoch * STEPS_PER_EPOCH + 1, 5):
+            records.append(train_record(step, loss=2.3 / (1 + step / 10), lr=lr * (1 - step / (epochs * STEPS_PER_EPOCH))))
+        records.append(eval_record(epoch * STEPS_PER_EPOCH, "validation", accuracy=0.1 * epoch))
+    if test:
+        records.append(eval_record(epochs * STEPS_PER_EPOCH, "test", accuracy=0.25))
+    return write_lines(workdir, [json.dumps(r) for r in records])
+
+
+def write_lines(workdir: Path, lines: list[str], end: str = "\n") -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + end)
+    return workdir
+
+
+def run_colour(i: int) -> np.ndarray:
+    return np.asarray(matplotlib.colors.to_rgb(f"C{i}"))
+
+
+def test_two_runs_give_one_png_with_a_colour_and_a_summary_line_each(tmp_path, capsys):
+    a, b = write_run(tmp_path / "runs" / "default"), write_run(tmp_path / "runs" / "tutorial", epochs=2, test=False)
+    out = tmp_path / "plots" / "new" / "cmp.png"  # its directory does not exist yet
+    assert main(["plot", str(a), str(b), "--out", str(out)]) == 0
+    image = matplotlib.image.imread(out)
+    assert image.shape == (400, 1600, 4)  # three panels of 16 x 4 inches at 100 dpi
+    assert len(np.unique(image.reshape(-1, 4), axis=0)) > 100, "a blank or near-blank image"
+    for i in (0, 1):
+        assert np.any(np.all(np.abs(image[..., :3] - run_colour(i)) < 0.02, axis=-1)), f"no line of run {i}'s colour"
+    assert not np.any(np.all(np.abs(image[..., :3] - run_colour(2)) < 0.02, axis=-1)), "a third run's colour"
+    assert [p.name for p in out.parent.iterdir()] == ["cmp.png"], "a temporary file was left beside the PNG"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["default", "step", "30", "(epoch", "3.00)", "final", "train", "loss", "0.5750",
+                                "validation", "accuracy", "30.00%", "test", "accuracy", "25.00%"]
+    assert lines[1].split()[:5] == ["tutorial", "step", "20", "(epoch", "2.00)"]
+    assert lines[1].endswith("validation accuracy 20.00%  test accuracy -")
+    assert lines[2] == f"curves in {out}"
+
+
+def test_each_run_is_one_colour_labelled_by_run_on_three_panels_with_a_shared_x(tmp_path):
+    runs = [read_records(write_run(tmp_path / name)) for name in ("a", "b")]
+    fig = draw(runs, ["recipe A", "recipe B"])
+    try:
+        assert isinstance(fig, Figure)
+        ax_loss, ax_acc, ax_lr = fig.axes
+        assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+        assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == ["recipe A", "recipe B"]
+        assert [t.get_text() for t in ax_acc.get_legend().get_texts()] == ["train (augmented batches)", "validation", "test"]
+        assert ax_acc.get_ylim() == (0, 1)
+        assert ax_loss.get_shared_x_axes().joined(ax_loss, ax_lr)
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "epoch"
+        # Per run: the loss panel draws train (solid), validation (dashed, markers) and test (a marker), all in its colour.
+        for i in (0, 1):
+            lines = [line for line in ax_loss.get_lines() if np.allclose(matplotlib.colors.to_rgb(line.get_color()), run_colour(i))]
+            styles = sorted((line.get_linestyle(), line.get_marker(), len(line.get_xdata())) for line in lines)
+            assert styles == [("-", "None", 6), ("--", "o", 3), ("None", "s", 1)]
+        lr_lines = ax_lr.get_lines()
+        assert len(lr_lines) == 2 and lr_lines[0].get_ydata()[0] == pytest.approx(1e-3 * (1 - 5 / 30))
+    finally:
+        plt.close(fig)
+
+
+def test_x_steps_puts_steps_on_every_panel(tmp_path):
+    fig = draw([read_records(write_run(tmp_path / "a"))], ["a"], x="step")
+    try:
+        assert [ax.get_xlabel() for ax in fig.axes] == ["step"] * 3
+        assert list(fig.axes[2].get_lines()[0].get_xdata()) == list(range(5, 31, 5))
+    finally:
+        plt.close(fig)
+
+
+def test_labels_replace_the_workdir_names(tmp_path, capsys):
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b")
+    assert main(["plot", str(a), str(b), "--labels", "jax", "torch", "--out", str(tmp_path / "c.png"), "--x", "step"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[:2]] == ["jax", "torch"]
+
+
+def test_default_labels_are_workdir_names_with_parents_where_names_repeat(tmp_path):
+    assert default_labels([tmp_path / "runs" / "a", tmp_path / "runs" / "b"]) == ["a", "b"]
+    assert default_labels([tmp_path / "cmp1" / "jax", tmp_path / "cmp2" / "jax", tmp_path / "cmp1" / "torch"]) == [
+        "cmp1/jax", "cmp2/jax", "cmp1/torch"]
+
+
+def test_a_resumed_run_keeps_the_last_record_of_each_repeated_step(tmp_path):
+    # Killed after step 15; the restart from step 10 (logging more often) re-logs step 15, killed again after
+    # step 20's validation, the next restart re-logs that validation.
+    lines = [train_record(5), train_record(10), eval_record(10, "validation", 0.1), train_record(15, loss=9.0),
+             train_record(12), train_record(15, loss=1.0), train_record(20), eval_record(20, "validation", 0.2),
+             eval_record(20, "validation", 0.3), eval_record(20, "test", 0.4)]
+    records = read_records(write_lines(tmp_path / "run", [json.dumps(r) for r in lines]))
+    assert [r["step"] for r in records["train"]] == [5, 10, 12, 15, 20]
+    assert records["train"][3]["loss"] == 1.0
+    assert [(r["step"], r["accuracy"]) for r in records["validation"]] == [(10, 0.1), (20, 0.3)]
+    assert [(r["step"], r["accuracy"]) for r in records["test"]] == [(20, 0.4)]
+
+
+def test_eval_records_without_a_split_are_the_test_split_of_old_runs(tmp_path):
+    lines = [train_record(5), eval_record(10, None, 0.2), eval_record(20, None, 0.3)]
+    records = read_records(write_lines(tmp_path / "old", [json.dumps(r) for r in lines]))
+    assert [r["accuracy"] for r in records["test"]] == [0.2, 0.3] and records["validation"] == []
+
+
+def test_the_half_written_last_line_of_a_running_run_is_left_out(tmp_path):
+    lines = [json.dumps(train_record(5)), json.dumps(train_record(10))[:30]]
+    assert [r["step"] for r in read_records(write_lines(tmp_path / "run", lines, end=""))["train"]] == [5]
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    good = write_run(tmp_path / "good")
+    write_lines(tmp_path / "empty", [], end="")
+    write_lines(tmp_path / "blank", ["", "  "])
+    write_lines(tmp_path / "text", [json.dumps(train_record(5)), "Epoch 1: loss 2.3", json.dumps(train_record(10))])
+    write_lines(tmp_path / "log", [json.dumps(train_record(5)), "not json"])  # ends with a newline: not half-written
+    write_lines(tmp_path / "list", ["[1, 2]"])
+    write_lines(tmp_path / "noloss", [json.dumps(train_record(5)),
+                                      json.dumps({k: v for k, v in train_record(10).items() if k != "loss"})])
+    (tmp_path / "nodir").mkdir()
+    cases = {
+        "no workdir": ([str(tmp_path / "missing")], "no " + str(tmp_path / "missing" / "metrics.jsonl")),
+        "no metrics.jsonl": ([str(tmp_path / "nodir")], "give the workdir of a training run"),
+        "empty": ([str(good), str(tmp_path / "empty")], "metrics.jsonl is empty"),
+        "blank lines only": ([str(tmp_path / "blank")], "metrics.jsonl is empty"),
+        "not JSON": ([str(tmp_path / "text")], "metrics.jsonl line 2 is not JSON"),
+        "a bad complete last line": ([str(tmp_path / "log")], "metrics.jsonl line 2 is not JSON"),
+        "not an object": ([str(tmp_path / "list")], "line 1 is not a train or eval record"),
+        "a record without loss": ([str(tmp_path / "noloss")], "line 2: a train record without loss"),
+        "too few labels": ([str(good), str(good), "--labels", "one"], "--labels gave 1 labels for 2 workdirs"),
+        "too many labels": ([str(good), "--labels", "a", "b"], "--labels gave 2 labels for 1 workdirs"),
+    }
+    assert tuple(cases) == BAD_INPUTS
+    return cases
+
+
+BAD_INPUTS = ("no workdir", "no metrics.jsonl", "empty", "blank lines only", "not JSON", "a bad complete last line",
+              "not an object", "a record without loss", "too few labels", "too many labels")
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, case):
+    args, message = bad_inputs(tmp_path)[case]
+    out = tmp_path / "plots" / "cmp.png"
+    assert main(["plot", *args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("vit plot: error: ") and message in captured.err, captured.err
+    assert captured.out == ""
+    assert not out.parent.exists(), "a failed plot created its directory"
+
+
+def test_a_failed_write_keeps_the_previous_png_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    run, out = write_run(tmp_path / "run"), tmp_path / "cmp.png"
+    assert main(["plot", str(run), "--out", str(out)]) == 0
+    before = out.read_bytes()
+
+    def savefig_then_fail(self, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", savefig_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        main(["plot", str(run), "--out", str(out)])
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.png", "run"]
+
+
+def test_out_as_a_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["plot", str(write_run(tmp_path / "run")), "--out", str(tmp_path)]) == 2
+    assert "is a directory: give the path of a PNG file" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""`vit embeddings`: the ViT paper's figure 7 for any weights file: position-embedding similarity and
+the principal components of the patch-embedding filters."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from vit_spec import ViTConfig
+from vit_spec.embedding_maps import mosaic, patch_filter_components, position_similarity
+
+PANEL_INCHES = 4.0  # each of the two panels of a row
+TITLE_INCHES = 0.9  # the row's title
+DPI = 100
+COMPONENTS = 28  # as in the ViT paper
+
+
+def figure_size(rows: int) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG of `rows` weights files."""
+    return round(2 * PANEL_INCHES * DPI), round(rows * (PANEL_INCHES + TITLE_INCHES) * DPI)
+
+
+def filter_tiles(weights: Mapping[str, np.ndarray], config: ViTConfig, count: int = COMPONENTS) -> tuple[np.ndarray, np.ndarray]:
+    """(mosaic of the components as RGB (or grey) tiles, each scaled to [0, 1]; explained variance ratio)."""
+    components, ratio = patch_filter_components(weights, config, count)
+    lo = components.min(axis=(1, 2, 3), keepdims=True)
+    span = np.maximum(components.max(axis=(1, 2, 3), keepdims=True) - lo, 1e-12)
+    tiles = (components - lo) / span
+    k = len(tiles)
+    columns = min(7, k)  # the paper's 4 x 7
+    rows = -(-k // columns)
+    padded = np.full((rows * columns, *tiles.shape[1:]), np.nan)
+    padded[:k] = tiles
+    grid = padded.reshape(rows, columns, *tiles.shape[1:])
+    grid = mosaic(grid, gap=1)
+    return (grid[..., 0] if grid.shape[-1] == 1 else grid), ratio
+
+
+def draw(out: str | Path, models: Sequence[tuple[str, ViTConfig, Mapping[str, np.ndarray]]]) -> None:
+    """One row per model: position-embedding similarity (a map per patch position), then the filters' components."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vit_spec.weights_file import atomic_path
+
+    width, height = figure_size(len(models))
+    fig, axes = plt.subplots(len(models), 2, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
+    for r, (name, config, weights) in enumerate(models):
+        similarity = position_similarity(weights, config)
+        gap = max(1, config.grid[1] // 8)
+        # The colours span the model's own range: sin-cos similarities all lie high (its low frequencies
+        # are shared by every position), and on the paper's -1..1 scale its structure would not show.
+        image = axes[r, 0].imshow(mosaic(similarity, gap=gap), cmap="viridis",
+                                  vmin=float(similarity.min()), vmax=1, interpolation="nearest")
+        gh, gw = config.grid
+        axes[r, 0].set_title(f"{name}: {config.pos_embed} position embedding\ncosine similarity of each position's "
+                             f"embedding\nwith every other's (one {gh}x{gw} map per position)", fontsize=8)
+        fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.02)
+        tiles, ratio = filter_tiles(weights, config)
+        grey = tiles.ndim == 2
+        shown = np.nan_to_num(tiles, nan=1.0)  # white between tiles
+        axes[r, 1].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+        ph, pw = config.patch_hw
+        axes[r, 1].set_title(f"{name}: patch-embedding filters ({config.channels}x{ph}x{pw})\nfirst {len(ratio)} principal "
+                             f"components ({ratio.sum():.0%} of the variance),\neach scaled to [0, 1]", fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.set_size_inches(width / DPI, height / DPI)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    plt.close(fig)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vit_spec import load_weights
+
+    if args.labels and len(args.labels) != len(args.weights):
+        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.weights)} weights files: give one per file")
+    models = []
+    for i, path in enumerate(args.weights):
+        config, weights = load_weights(path)
+        name = args.labels[i] if args.labels else Path(path).parent.name or Path(path).name
+        models.append((name, config, weights))
+        similarity = position_similarity(weights, config)
+        _, ratio = patch_filter_components(weights, config, COMPONENTS)
+        gh, gw = config.grid
+        # How local the embedding is: a patch's similarity with its 4 neighbours against all other patches.
+        neighbours = np.mean([similarity[i, j, i + di, j + dj] for i in range(gh) for j in range(gw)
+                              for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)) if 0 <= i + di < gh and 0 <= j + dj < gw])
+        others = (similarity.sum() - gh * gw) / max(gh * gw * (gh * gw - 1), 1)
+        print(f"{path}: {config.pos_embed} position embedding, mean cosine similarity with the 4 neighbours "
+              f"{neighbours:.3f}, with all other patches {others:.3f}; first {len(ratio)} filter components "
+              f"explain {ratio.sum():.1%} of the variance")
+    draw(args.out, models)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "embeddings",
+        help="draw what the embedding learned: position-embedding similarity and patch-filter components",
+        description="The ViT paper's figure 7 for each weights file (one row each; give a learned and a sincos2d model "
+        "to compare them): the cosine similarity of each patch's position embedding with every other patch's, and "
+        "the first 28 principal components of the patch-embedding filters as image tiles.",
+    )
+    p.add_argument("weights", nargs="+", help=".safetensors weights files of this project")
+    p.add_argument("--out", required=True, metavar="PNG", help="the picture goes here")
+    p.add_argument("--labels", nargs="+", metavar="NAME", help="a name per file (default: each file's folder)")
+    p.set_defaults(run=_run)

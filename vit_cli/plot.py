@@ -1,0 +1,155 @@
+"""`vit plot WORKDIR... --out PNG`: loss, accuracy and learning rate of training runs on shared axes.
+
+Reads each workdir's metrics.jsonl (train.metrics.MetricsLog writes it) and draws one colour per run, in
+the style of the run's own curves.png: train a solid line, validation dashed with markers, test a marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Records = dict[str, list[dict[str, Any]]]  # "train", "validation", "test": records by step
+
+_SERIES = ("train", "validation", "test")
+_NEEDED = {"train": ("step", "epoch", "loss", "accuracy", "lr"), "eval": ("step", "epoch", "loss", "accuracy")}
+
+
+def read_records(workdir: str | Path) -> Records:
+    """The records of WORKDIR/metrics.jsonl by series ("train", "validation", "test"), each sorted by step.
+
+    A resumed run re-logs the steps after its checkpoint: the last record of a (series, step) wins.
+    """
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: give the workdir of a training run (what `vit train --workdir` wrote)")
+    text = path.read_text()
+    lines = text.splitlines()
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):
+                continue  # a run being written (or killed) has half a last line
+            raise ValueError(f"{path} line {number} is not JSON ({e.msg}): metrics.jsonl holds one JSON object "
+                             "per line; give a workdir `vit train` wrote") from None
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind not in _NEEDED:
+            raise ValueError(f"{path} line {number} is not a train or eval record (an object with \"kind\": "
+                             "\"train\" or \"eval\"): give a workdir `vit train` wrote")
+        missing = [key for key in _NEEDED[kind] if key not in record]
+        if missing:
+            raise ValueError(f"{path} line {number}: a {kind} record without {', '.join(missing)}")
+        # Eval records of runs before the validation split have no "split": they scored the test split.
+        series = "train" if kind == "train" else record.get("split", "test")
+        if series in _SERIES:  # a split this command doesn't know (a later trainer's) is not drawn
+            latest[(series, record["step"])] = record
+    if not latest:
+        raise ValueError(f"{path} is empty: the run has logged nothing yet (it logs every --log-every steps)")
+    records: Records = {series: [] for series in _SERIES}
+    for (series, _), record in sorted(latest.items(), key=lambda item: item[0][1]):
+        records[series].append(record)
+    return records
+
+
+def default_labels(workdirs: Sequence[str | Path]) -> list[str]:
+    """Each workdir's name, or as many of its last path parts as tell the runs apart (a/jax and b/jax)."""
+    parts = [Path(w).resolve().parts for w in workdirs]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [p[-1] for p in parts]  # the same workdir twice: nothing tells them apart
+
+
+def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Figure:
+    """Three panels with a shared x ("epoch" or "step"): loss, accuracy, learning rate; one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(16, 4), sharex=True)
+    for i, (records, label) in enumerate(zip(runs, labels)):
+        color = f"C{i % 10}"
+        train = records["train"]
+        xs = [r[x] for r in train]
+        ax_loss.plot(xs, [r["loss"] for r in train], "-", color=color, label=label)
+        ax_acc.plot(xs, [r["accuracy"] for r in train], "-", color=color, alpha=0.6)
+        ax_lr.plot(xs, [r["lr"] for r in train], "-", color=color)
+        for split, style in (("validation", "o--"), ("test", "s")):
+            evals = records[split]
+            if evals:
+                ex = [r[x] for r in evals]
+                ax_loss.plot(ex, [r["loss"] for r in evals], style, color=color)
+                ax_acc.plot(ex, [r["accuracy"] for r in evals], style, color=color)
+    # Colour tells the runs apart (loss panel's legend); the line style tells the splits apart (accuracy panel).
+    for style, name in (("-", "train (augmented batches)"), ("o--", "validation"), ("s", "test")):
+        ax_acc.plot([], [], style, color="grey", label=name)
+    ax_loss.set(xlabel=x, ylabel="loss", title="loss")
+    ax_acc.set(xlabel=x, ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    ax_lr.set(xlabel=x, ylabel="learning rate", title="learning rate")
+    for ax in (ax_loss, ax_acc, ax_lr):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def summary_line(label: str, records: Records, width: int = 0) -> str:
+    """Where a run ended: its last step, final train loss, last validation accuracy, test accuracy."""
+    pct = lambda series: f"{100 * records[series][-1]['accuracy']:.2f}%" if records[series] else "-"
+    train = records["train"]
+    end = max((r for rs in records.values() for r in rs), key=lambda r: r["step"])
+    loss = f"{train[-1]['loss']:.4f}" if train else "-"
+    return (f"{label:<{width}}  step {end['step']} (epoch {end['epoch']:.2f})  final train loss {loss}  "
+            f"validation accuracy {pct('validation')}  test accuracy {pct('test')}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw the loss, accuracy and learning rate of training runs on shared axes",
+        description="Reads WORKDIR/metrics.jsonl of each run and draws loss, accuracy and learning rate side by "
+        "side, one colour per run (train solid, validation dashed, test a marker), and prints where each run ended.",
+    )
+    p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="workdirs of `vit train` runs")
+    p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write (its directory is created)")
+    p.add_argument("--x", choices=("epoch", "step"), default="epoch",
+                   help="x axis (default: epoch, comparable across batch sizes)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per WORKDIR (default: their names)")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vit_spec import atomic_path
+
+    if args.labels is not None and len(args.labels) != len(args.workdirs):
+        raise ValueError(f"--labels gave {len(args.labels)} labels for {len(args.workdirs)} workdirs: "
+                         "give one per WORKDIR, in the same order")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory: give the path of a PNG file")
+    labels = args.labels or default_labels(args.workdirs)
+    runs = [read_records(w) for w in args.workdirs]  # every run read before anything is written
+    fig = draw(runs, labels, args.x)
+    import matplotlib.pyplot as plt  # after draw has chosen the Agg backend
+
+    try:
+        with atomic_path(args.out) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    width = max(len(label) for label in labels)
+    for label, records in zip(labels, runs):
+        print(summary_line(label, records, width))
+    print(f"curves in {args.out}")
+    return 0
