@@ -622,6 +622,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "training step of the first --rows model, grouped by layer part), dispatch (vit train's step fed from the "
                    "host against --steps-per-dispatch K from the device) (default: sweep)")
     p.add_argument("--data-dir", help="tfds data directory for the host section (default: $TFDS_DATA_DIR)")
+    p.add_argument("--inference", action="store_true",
+                   help="measure inference instead (vit_cli/bench_inference.py): batch-1 latency and --batch-size "
+                   "(default 256) throughput of JAX jit, PyTorch eager, torch.compile and onnxruntime, alternated, for "
+                   "--rows (default: tutorial S/16); --repeats rounds (default 5, 3 for big models), --steps calls "
+                   "per throughput timing (default 1)")
+    p.add_argument("--calls", type=int, help="--inference: timed batch-1 calls per runtime and round (default 20)")
     p.set_defaults(run=_run)
 
 
@@ -629,6 +635,10 @@ SECTIONS = ("sweep", "host", "compile", "ablation", "profile", "dispatch")
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.inference:
+        from vit_cli.bench_inference import run
+
+        return run(args)
     sections = _check_choices("--sections", args.sections, SECTIONS)
     rows = select_rows(args.rows)
     dtypes = _check_choices("--dtypes", args.dtypes, DTYPES)
