@@ -167,6 +167,7 @@ def _dataset_images(args: argparse.Namespace, config: ViTConfig) -> tuple[np.nda
 
 
 def _run(args: argparse.Namespace) -> int:
+    from vit_cli.predict import softmax
     from vit_spec import WeightsError, load_weights
 
     config, _ = load_weights(args.weights)
@@ -193,8 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     attention = attention_of(args.framework, args.weights, images)
     heads = None if args.head is None else [args.head]
     maps = maps_of(attention, config, args.layer, heads)
-    probs = np.exp(attention.logits - attention.logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(attention.logits)
     row_titles = []
     for i, name in enumerate(rows):
         k = int(probs[i].argmax())

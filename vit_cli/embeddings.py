@@ -4,6 +4,7 @@ the principal components of the patch-embedding filters."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,9 +24,8 @@ def figure_size(rows: int) -> tuple[int, int]:
     return round(2 * PANEL_INCHES * DPI), round(rows * (PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
-def filter_tiles(weights: Mapping[str, np.ndarray], config: ViTConfig, count: int = COMPONENTS) -> tuple[np.ndarray, np.ndarray]:
-    """(mosaic of the components as RGB (or grey) tiles, each scaled to [0, 1]; explained variance ratio)."""
-    components, ratio = patch_filter_components(weights, config, count)
+def filter_tiles(components: np.ndarray) -> np.ndarray:
+    """The components (k, ph, pw, C) as one mosaic of RGB (or grey) tiles, each scaled to [0, 1]."""
     lo = components.min(axis=(1, 2, 3), keepdims=True)
     span = np.maximum(components.max(axis=(1, 2, 3), keepdims=True) - lo, 1e-12)
     tiles = (components - lo) / span
@@ -36,10 +36,26 @@ def filter_tiles(weights: Mapping[str, np.ndarray], config: ViTConfig, count: in
     padded[:k] = tiles
     grid = padded.reshape(rows, columns, *tiles.shape[1:])
     grid = mosaic(grid, gap=1)
-    return (grid[..., 0] if grid.shape[-1] == 1 else grid), ratio
+    return grid[..., 0] if grid.shape[-1] == 1 else grid
 
 
-def draw(out: str | Path, models: Sequence[tuple[str, ViTConfig, Mapping[str, np.ndarray]]]) -> None:
+@dataclasses.dataclass
+class Embeddings:
+    """What one row of the picture shows, for one weights file."""
+
+    name: str
+    config: ViTConfig
+    similarity: np.ndarray  # (gh, gw, gh, gw)
+    components: np.ndarray  # (k, ph, pw, C)
+    ratio: np.ndarray  # (k,) explained variance
+
+
+def embeddings_of(name: str, config: ViTConfig, weights: Mapping[str, np.ndarray]) -> Embeddings:
+    components, ratio = patch_filter_components(weights, config, COMPONENTS)
+    return Embeddings(name, config, position_similarity(weights, config), components, ratio)
+
+
+def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
     """One row per model: position-embedding similarity (a map per patch position), then the filters' components."""
     import matplotlib
 
@@ -50,8 +66,8 @@ def draw(out: str | Path, models: Sequence[tuple[str, ViTConfig, Mapping[str, np
 
     width, height = figure_size(len(models))
     fig, axes = plt.subplots(len(models), 2, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
-    for r, (name, config, weights) in enumerate(models):
-        similarity = position_similarity(weights, config)
+    for r, model in enumerate(models):
+        name, config, similarity, ratio = model.name, model.config, model.similarity, model.ratio
         gap = max(1, config.grid[1] // 8)
         # The colours span the model's own range: sin-cos similarities all lie high (its low frequencies
         # are shared by every position), and on the paper's -1..1 scale its structure would not show.
@@ -61,7 +77,7 @@ def draw(out: str | Path, models: Sequence[tuple[str, ViTConfig, Mapping[str, np
         axes[r, 0].set_title(f"{name}: {config.pos_embed} position embedding\ncosine similarity of each position's "
                              f"embedding\nwith every other's (one {gh}x{gw} map per position)", fontsize=8)
         fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.02)
-        tiles, ratio = filter_tiles(weights, config)
+        tiles = filter_tiles(model.components)
         grey = tiles.ndim == 2
         shown = np.nan_to_num(tiles, nan=1.0)  # white between tiles
         axes[r, 1].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
@@ -88,9 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     for i, path in enumerate(args.weights):
         config, weights = load_weights(path)
         name = args.labels[i] if args.labels else Path(path).parent.name or Path(path).name
-        models.append((name, config, weights))
-        similarity = position_similarity(weights, config)
-        _, ratio = patch_filter_components(weights, config, COMPONENTS)
+        model = embeddings_of(name, config, weights)
+        models.append(model)
+        similarity, ratio = model.similarity, model.ratio
         gh, gw = config.grid
         # How local the embedding is: a patch's similarity with its 4 neighbours against all other patches.
         neighbours = np.mean([similarity[i, j, i + di, j + dj] for i in range(gh) for j in range(gw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,13 +61,12 @@ def check_batches(config: ViTConfig, image_files: Sequence[str], seed: int = 0) 
 
 
 def run_checks(
-    path: str | Path, config: ViTConfig, run_export: Callable[[np.ndarray], np.ndarray], image_files: Sequence[str]
+    config: ViTConfig, weights: Mapping[str, np.ndarray], run_export: Callable[[np.ndarray], np.ndarray],
+    image_files: Sequence[str],
 ) -> list[Check]:
     """Compares `run_export` (normalised NHWC float32 -> logits) with both twins on every check batch."""
     from vit_cli.predict import jax_logits, torch_logits
-    from vit_spec import load_weights
 
-    _, weights = load_weights(path)
     checks = []
     for name, images in check_batches(config, image_files):
         x = normalise(images, config)
@@ -164,18 +163,18 @@ def export(path: str | Path, to: str, out: str | Path, image_files: Sequence[str
     from vit_spec import load_weights
     from vit_spec.weights_file import atomic_path
 
-    config, _ = load_weights(path)  # names bad tensors before any framework loads them
+    config, weights = load_weights(path)  # names bad tensors before any framework loads them
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a directory: give the file to write, e.g. {out / 'model'}.{'onnx' if to == 'onnx' else 'jax'}")
     with atomic_path(out) as tmp:
         if to == "onnx":
             meta = export_onnx(path, tmp)
-            checks = run_checks(path, config, run_onnx(tmp), image_files)
+            checks = run_checks(config, weights, run_onnx(tmp), image_files)
             bytecode = None
         else:
             meta, bytecode = export_stablehlo(path, tmp, platforms)
-            checks = run_checks(path, config, run_stablehlo(tmp), image_files)
+            checks = run_checks(config, weights, run_stablehlo(tmp), image_files)
         worst = max(checks, key=lambda c: c.scaled)
         if not worst.scaled <= TOL:
             raise ExportError(f"the {to} export's logits differ from the twins' past tolerance, so it was not written: "
