@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_vit.attention import packed_attention
+from jax_vit.block_layout import SCANNED_BLOCKS, stack_blocks
 from jax_vit.gelu import gelu
 from jax_vit.layer_norm import LayerNorm
 from vit_spec import ViTConfig, sincos_2d
@@ -160,10 +161,6 @@ def drop_path_by_rate(y: jax.Array, rate: jax.Array, rng: jax.Array) -> jax.Arra
     return jax.lax.select(jnp.broadcast_to(mask, y.shape), y / keep.astype(y.dtype), jnp.zeros_like(y))
 
 
-# Where ViT(scan_blocks=True) keeps its blocks' parameters, stacked along a leading depth axis.
-SCANNED_BLOCKS = "blocks"
-
-
 class ViT(nn.Module):
     """Vision Transformer on NHWC float images.
 
@@ -180,7 +177,7 @@ class ViT(nn.Module):
         remat: recompute each block's activations in the backward pass instead of keeping them
             (`nn.remat`): less memory for about one more forward pass. Use it with scan_blocks: there
             the loop pins each recomputation to its layer's backward step; measured on XLA:CPU, the
-            unscanned program's peak memory does not drop (`python -m vit_cli.bench_compile`).
+            unscanned program's peak memory does not drop (`python -m vit_bench.compile`).
 
     `apply(variables, images)` returns logits. `train=True` turns on dropout and stochastic depth
     (pass rngs={"dropout": key}). `return_intermediates=True` returns (logits, intermediates) with
@@ -270,8 +267,6 @@ def init_params(config: ViTConfig, rng: jax.Array | int = 0, *, scan_blocks: boo
             values as the per-block layout from the same rng, stacked: a run starts from the same
             weights in either layout.
     """
-    from jax_vit.weights import stack_blocks  # weights imports this module
-
     if isinstance(rng, int):
         rng = jax.random.key(rng)
     h, w = config.image_hw

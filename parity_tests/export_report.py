@@ -13,7 +13,7 @@ from pathlib import Path
 
 from parity_tests.matrix import CONFIGS
 from parity_tests.test_export_roundtrip import NAMES
-from vit_cli import export
+from twins import exports as export
 from vit_spec import random_weights, save_weights
 
 

@@ -7,8 +7,9 @@ import functools
 import numpy as np
 import pytest
 
+from twins import parity
+from twins.differences import Difference
 from vit_spec import ViTConfig, random_weights
-from vit_cli import parity
 
 _TINY = dict(image_size=32, patch_size=4, num_classes=10, width=64, depth=2, heads=4, mlp_dim=128)
 
@@ -46,7 +47,7 @@ def parity_run(name: str, dtype: str) -> parity.ParityReport:
     return parity.run_parity(config, weights, images, dtype, seed=0)
 
 
-def assert_agree(diffs: list[parity.Difference], what: str) -> None:
+def assert_agree(diffs: list[Difference], what: str) -> None:
     failing = [d for d in diffs if not d.ok]
     if failing:
         pytest.fail(f"{what}: {len(failing)} tensor(s) differ past tolerance:\n" + "\n".join(map(str, failing)), pytrace=False)

@@ -1,5 +1,5 @@
-"""The twins' augmentations draw from the same distributions: train.torch_augment (torchvision) against
-train.augment (JAX), by two-sample tests on what each output reveals of its draws.
+"""The twins' augmentations draw from the same distributions: train.torch_loop.augment (torchvision) against
+train.jax_loop.augment (JAX), by two-sample tests on what each output reveals of its draws.
 
 - crop offsets and flips, read off an image whose pixels encode their own row and column;
 - the mixing coefficient lambda of mixup and of CutMix, read off the targets of a two-image batch;
@@ -23,8 +23,9 @@ import torch
 from scipy import stats
 from torchvision.transforms import v2
 
-from train import augment, torch_augment
 from train.augment_config import AugmentConfig
+from train.jax_loop import augment
+from train.torch_loop import augment as torch_augment
 
 P_MIN = 1e-3
 SEED = 0

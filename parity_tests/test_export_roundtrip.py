@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jax_vit.export import run_stablehlo
 from parity_tests.matrix import CONFIGS, config_params
-from vit_cli import export
+from torch_vit.export import run_onnx
+from twins import exports as export
+from twins.differences import scaled_difference
 from vit_spec import random_weights, save_weights
 
 pytest.importorskip("onnxruntime", reason="vit export --to onnx is checked in onnxruntime: pip install 'vit-twins[export]'")
@@ -39,7 +42,7 @@ def test_export_round_trip(name, to, tmp_path):
 
     # Independently of the command's own check: reload the file and compare at batch 5.
     x = fresh_inputs(config)
-    run = export.run_onnx(out) if to == "onnx" else export.run_stablehlo(out)
+    run = run_onnx(out) if to == "onnx" else run_stablehlo(out)
     got = np.asarray(run(x))
     import torch
 
@@ -47,7 +50,7 @@ def test_export_round_trip(name, to, tmp_path):
 
     with torch.no_grad():
         ref = load(weights).eval()(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    _, scaled = export.scaled_difference(got, ref)
+    _, scaled = scaled_difference(got, ref)
     assert got.shape == ref.shape == (5, config.num_classes or config.features_dim)
     assert scaled <= export.TOL, f"{name} -> {to}: reloaded logits differ from PyTorch's by {scaled:.2e} (scaled) at batch 5"
     if to == "onnx":

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jax_vit.inference import attention as jax_attention
 from parity_tests.matrix import CONFIGS, config_params
-from vit_cli.attention import jax_attention, maps_of, torch_attention
+from torch_vit.inference import attention as torch_attention
+from vit_figures.attention import maps_of
 from vit_spec import random_weights, save_weights
 from vit_spec.attention_maps import rollout
 

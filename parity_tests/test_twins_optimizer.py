@@ -1,4 +1,4 @@
-"""The optimizers agree update by update: optax (train.optim) and torch.optim (train.torch_step) given the same
+"""The optimizers agree update by update: optax (train.jax_loop.optim) and torch.optim (train.torch_loop.optim, .step) given the same
 gradients, with the default recipe's warmup+cosine rate, global-norm clipping and weight decay masked to
 matrices, and with the tutorial's Adam with L2 decay and StepLR.
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vit_cli import compare, parity
+from twins import lockstep
+from twins.differences import compare
 from vit_spec import ViTConfig, random_weights
 
 UPDATE_TOL = 1e-6  # max |jax - torch| scaled by max |torch|, per tensor, float32
@@ -33,10 +34,10 @@ def test_optimizer_updates_agree(recipe_name):
 
     from jax_vit import params_from_state_dict, state_dict_from_params
     from torch_vit import model_from_state_dict, state_dict_numpy
-    from train.optim import make_optimizer
-    from train.torch_step import TrainStep, soft_cross_entropy
+    from train.jax_loop.optim import make_optimizer
+    from train.torch_loop.step import TrainStep, soft_cross_entropy
 
-    recipe = compare.lockstep_recipe(recipe_name, 16)
+    recipe = lockstep.lockstep_recipe(recipe_name, 16)
     if recipe_name == "default":
         recipe = recipe.replace(clip_norm=0.5)  # a clip that bites
         assert recipe.augment.label_smoothing > 0 and recipe.weight_decay > 0 and recipe.optimizer == "adamw"
@@ -54,7 +55,7 @@ def test_optimizer_updates_agree(recipe_name):
     jax_update = jax.jit(lambda g, s, p: tx.update(g, s, p))
     rates = []
     for i in range(UPDATES):
-        x, targets = compare.lockstep_inputs(_batch(config, i), recipe.augment, config.num_classes, "float32")
+        x, targets = lockstep.lockstep_inputs(_batch(config, i), recipe.augment, config.num_classes, "float32")
         model.zero_grad(set_to_none=True)
         soft_cross_entropy(model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(targets)).backward()
         grads = {name: p.grad.detach().numpy().copy() for name, p in model.named_parameters()}
@@ -66,7 +67,7 @@ def test_optimizer_updates_agree(recipe_name):
         rates.append((metrics["lr"], float(schedule(i))))
         if recipe.clip_norm:
             assert metrics["grad_norm"] > recipe.clip_norm, "the clip did not bite"
-        diffs = parity.compare(state_dict_numpy(model), state_dict_from_params(config, params), UPDATE_TOL)
+        diffs = compare(state_dict_numpy(model), state_dict_from_params(config, params), UPDATE_TOL)
         failing = [d for d in diffs if not d.ok]
         assert not failing, f"{recipe_name}: parameters after update {i} differ:\n" + "\n".join(map(str, failing))
     for i, (torch_lr, optax_lr) in enumerate(rates):
@@ -82,8 +83,8 @@ def test_weight_decay_masks_agree():
 
     import torch_vit
     from jax_vit import init_params, state_dict_from_params
-    from train.optim import weight_decay_mask
-    from train.torch_step import decays
+    from train.jax_loop.optim import weight_decay_mask
+    from train.torch_loop.optim import decays
 
     config = ViTConfig.from_variant("tutorial")
     params = init_params(config, 0)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from parity_tests.test_twins_training_step import _without_key_bias
-from vit_cli import compare, parity
+from twins import jax_side, lockstep, torch_side
+from twins.differences import compare
 from vit_spec import ViTConfig, random_weights
 
 STEPS, STEPS_PER_EPOCH, BATCH = 50, 2, 32
@@ -43,13 +44,13 @@ def batches():
 
 
 def _runs(recipe_name: str, dtype: str, batches):
-    recipe = compare.lockstep_recipe(recipe_name, BATCH)
+    recipe = lockstep.lockstep_recipe(recipe_name, BATCH)
     if recipe_name == "default":
         recipe = recipe.replace(lr=2e-3, clip_norm=0.5)  # a rate that moves the weights, a clip that bites
     config = ViTConfig.from_variant("tutorial", **dict(recipe.model_overrides))
     weights = random_weights(config, seed=0)
     run = lambda fn: fn(config, recipe, weights, (batches * 2)[:STEPS], STEPS_PER_EPOCH, STEPS, dtype)
-    return config, weights, run(compare.torch_steps), run(compare.jax_steps)
+    return config, weights, run(torch_side.lockstep_steps), run(jax_side.lockstep_steps)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -68,7 +69,7 @@ def test_fifty_steps_agree(recipe_name, dtype, batches):
     peak = max(m["lr"] for m in torch_metrics)
     assert [m["lr"] for m in jax_metrics] == pytest.approx([m["lr"] for m in torch_metrics], rel=0, abs=1e-6 * peak)
     assert torch_loss[-4:].mean() < 0.9 * torch_loss[:4].mean()
-    diffs = parity.compare(_without_key_bias(torch_params, config.width), _without_key_bias(jax_params, config.width),
+    diffs = compare(_without_key_bias(torch_params, config.width), _without_key_bias(jax_params, config.width),
                            PARAM_TOL[dtype])
     failing = [d for d in diffs if not d.ok]
     assert not failing, f"{recipe_name}, {dtype}: parameters after {STEPS} steps differ:\n" + "\n".join(map(str, failing))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from parity_tests.matrix import assert_agree, weights_and_images
-from vit_cli import parity
+from twins import differences, jax_side, torch_side
 
 
 def _without_key_bias(params: dict, width: int) -> dict:
@@ -28,12 +28,12 @@ def test_adamw_steps_agree(name, dtype):
     config, weights, images = weights_and_images(name)
     labels = np.arange(images.shape[0]) % config.num_classes
     kwargs = dict(steps=3, lr=1e-3, weight_decay=0.05, dtype=dtype)
-    after_torch = parity.torch_adamw_steps(config, weights, images, labels, **kwargs)
-    after_jax = parity.jax_adamw_steps(config, weights, images, labels, **kwargs)
+    after_torch = torch_side.adamw_steps(config, weights, images, labels, **kwargs)
+    after_jax = jax_side.adamw_steps(config, weights, images, labels, **kwargs)
     if config.pos_embed == "sincos2d":
         assert np.array_equal(after_torch["pos_embed"], after_jax["pos_embed"])  # fixed: untouched by both
-    diffs = parity.compare(
-        _without_key_bias(after_torch, config.width), _without_key_bias(after_jax, config.width), parity.STEP_TOL[dtype]
+    diffs = differences.compare(
+        _without_key_bias(after_torch, config.width), _without_key_bias(after_jax, config.width), differences.STEP_TOL[dtype]
     )
     assert_agree(diffs, f"{name}, {dtype}, parameters after 3 AdamW steps")
     # And the steps did move the parameters.
@@ -46,8 +46,8 @@ def test_key_bias_gradient_is_rounding_noise_in_both_twins():
     labels = np.arange(images.shape[0]) % config.num_classes
     d = config.width
     for grads in (
-        parity.torch_gradients(config, weights, images, labels),
-        parity.jax_gradients(config, weights, images, labels),
+        torch_side.gradients(config, weights, images, labels),
+        jax_side.gradients(config, weights, images, labels),
     ):
         for i in range(config.depth):
             g = grads[f"blocks.{i}.attn.qkv.bias"]

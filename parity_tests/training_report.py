@@ -12,7 +12,7 @@ import numpy as np
 
 from parity_tests.test_twins_training_run import BATCH, LOSS_TOL, PARAM_TOL, STEPS, _cifar_batches, _runs
 from parity_tests.test_twins_training_step import _without_key_bias
-from vit_cli import parity
+from twins.differences import compare
 
 
 def main() -> int:
@@ -25,7 +25,7 @@ def main() -> int:
             config, _, (tm, tp), (jm, jp) = _runs(recipe, dtype, batches)
             t, j = np.array([m["loss"] for m in tm]), np.array([m["loss"] for m in jm])
             rel = np.abs(j - t) / np.abs(t)
-            diffs = parity.compare(_without_key_bias(tp, config.width), _without_key_bias(jp, config.width), PARAM_TOL[dtype])
+            diffs = compare(_without_key_bias(tp, config.width), _without_key_bias(jp, config.width), PARAM_TOL[dtype])
             worst = max(diffs, key=lambda d: d.scaled)
             ok &= rel.max() <= LOSS_TOL[dtype] and all(d.ok for d in diffs)
             print(f"{recipe:<9} {dtype:<8} {rel.max():>17.2e} {int(rel.argmax()):>8} {LOSS_TOL[dtype]:>7.0e}  "

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from jax_vit import init_params
+from jax_vit.inference import attention as jax_attention
 from tests.test_train_run import cifar_dir
-from vit_cli import attention, embeddings
 from vit_cli.main import main
+from vit_figures import attention, embeddings
 from vit_spec import ViTConfig, random_weights, save_weights
 from vit_spec.weights_file import load_weights
 
@@ -160,7 +161,7 @@ def rollout_maps(path: Path) -> np.ndarray:
     source = data_lib.open_sources("cifar10", cifar_dir())["test"]
     images, _ = data_lib.read_records(source, range(EXAMPLES))
     config, _ = load_weights(path)
-    maps = attention.maps_of(attention.jax_attention(path, images), config).rollout.reshape(EXAMPLES, -1)
+    maps = attention.maps_of(jax_attention(path, images), config).rollout.reshape(EXAMPLES, -1)
     return maps / maps.sum(axis=1, keepdims=True)
 
 

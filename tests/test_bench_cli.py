@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from vit_cli import bench
-from vit_cli.flops import forward_flops, task_flops, train_flops
+from vit_bench import sweep as bench
+from vit_bench import torch_runner
+from vit_bench.flops import forward_flops, task_flops, train_flops
 from vit_cli.main import main
 from vit_spec import ViTConfig
 
@@ -122,14 +123,14 @@ def test_smoke_run_prints_a_markdown_table(smoke_report, capsys):
 
 
 def test_a_failing_torch_compile_is_recorded_not_fatal(monkeypatch, tmp_path, capsys):
-    real = bench.TorchRunner
+    real = torch_runner.TorchRunner
 
     def runner(*args, compile: bool, **kwargs):
         if compile:
             raise RuntimeError("no C++ compiler")
         return real(*args, compile=compile, **kwargs)
 
-    monkeypatch.setattr(bench, "TorchRunner", runner)
+    monkeypatch.setattr(torch_runner, "TorchRunner", runner)
     path = tmp_path / "bench.json"
     argv = ["bench", "--rows", "smoke", "--dtypes", "float32", "--tasks", "inference", "--repeats", "1", "--steps", "1",
             "--no-peak", "--json", str(path)]
@@ -161,7 +162,7 @@ def test_profile_and_ablation_sections_write_their_findings(tmp_path, capsys):
 
 def test_ablation_variants_put_the_library_pieces_back_and_restore_ours():
     import jax_vit.model as model_module
-    from vit_cli.bench_ablation import _pieces_put_back
+    from vit_bench.ablation import _pieces_put_back
 
     ours = (model_module.LayerNorm, model_module.gelu, model_module.packed_attention)
     with _pieces_put_back(("LayerNorm", "gelu", "packed_attention")):
@@ -170,7 +171,7 @@ def test_ablation_variants_put_the_library_pieces_back_and_restore_ours():
 
 
 def test_dispatch_section_times_the_host_and_the_device_paths():
-    from vit_cli.bench_dispatch import format_dispatch, measure_dispatch
+    from vit_bench.dispatch import format_dispatch, measure_dispatch
 
     result = measure_dispatch(batch_size=8, ks=(1, 2), steps=2, repeats=1, examples=64)
     assert [r["variant"] for r in result["rows"]] == ["host, K=1", "device, K=1", "device, K=2"]

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from vit_cli import bench_inference
-from vit_cli.bench import ROWS
+from vit_bench import inference as bench_inference
+from vit_bench.sweep import ROWS
 from vit_cli.main import main
 
 SMOKE = ROWS["smoke"].config

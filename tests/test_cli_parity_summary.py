@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from vit_cli import parity
+from twins import jax_side
 from vit_cli.main import main
 from vit_spec import ViTConfig, random_weights, save_weights
 
@@ -29,14 +29,14 @@ def test_parity_prints_every_layer_and_passes(weights_file, capsys):
 
 
 def test_parity_exits_1_and_names_the_layer_when_the_twins_differ(weights_file, capsys, monkeypatch):
-    real = parity.jax_forward
+    real = jax_side.forward
 
     def off_by_a_bit(*args, **kwargs):
         out = real(*args, **kwargs)
         out["blocks.1"] = out["blocks.1"] + 1e-3
         return out
 
-    monkeypatch.setattr(parity, "jax_forward", off_by_a_bit)
+    monkeypatch.setattr(jax_side, "forward", off_by_a_bit)
     assert main(["parity", str(weights_file), "--no-gradients"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "worst: blocks.1" in out

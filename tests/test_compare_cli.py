@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.test_train_run import cifar_dir
-from vit_cli.compare import largest_difference
+from twins.differences import largest_difference
 from vit_cli.main import main
 from vit_spec import load_weights
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_cli import export
+from torch_vit import export as torch_export
+from twins import exports as export
 from vit_cli.main import main
 from vit_spec import ViTConfig, random_weights, save_weights
 
@@ -65,8 +66,8 @@ def test_an_export_that_fails_its_check_writes_nothing(weights, tmp_path, capsys
 
 def test_the_check_compares_the_export_with_both_twins(weights, tmp_path, monkeypatch):
     # An export that computes something else (here: the logits shifted) must fail the check.
-    real = export.run_onnx
-    monkeypatch.setattr(export, "run_onnx", lambda out: (lambda x: real(out)(x) + 1e-3))
+    real = torch_export.run_onnx
+    monkeypatch.setattr(torch_export, "run_onnx", lambda out: (lambda x: real(out)(x) + 1e-3))
     with pytest.raises(export.ExportError, match="past tolerance"):
         export.export(weights, "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()

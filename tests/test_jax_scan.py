@@ -23,9 +23,9 @@ import pytest
 
 import jax_vit
 from jax_vit.model import drop_path_by_rate
-from train import optim
+from train.jax_loop import optim
+from train.jax_loop.step import TrainState, make_train_step
 from train.recipes import RECIPES
-from train.step import TrainState, make_train_step
 from vit_spec import ViTConfig, load_weights, random_weights
 
 CONFIG = ViTConfig(image_size=(16, 24), patch_size=4, width=32, depth=3, heads=4, mlp_dim=64, num_classes=5)
@@ -233,7 +233,7 @@ def test_bfloat16_step_keeps_float32_params_and_optimizer_state(scan_blocks):
 
 
 def test_compile_benchmark_reports_every_depth_and_layout():
-    from vit_cli.bench_compile import format_compile, measure_compile
+    from vit_bench.compile import format_compile, measure_compile
 
     result = measure_compile(depths=(1, 2), width=16, heads=2, mlp_dim=32, image_size=8, patch_size=4, batch=2,
                              layouts=("loop", "scan+remat"))

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from vit_cli.main import main
-from vit_cli.plot import default_labels, draw, read_records
+from vit_figures.curves import default_labels, draw, read_records
 
 STEPS_PER_EPOCH = 10
 

@@ -270,7 +270,8 @@ def test_loading_a_dataset_keeps_its_class_names(monkeypatch):
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_the_trainers_record_the_datasets_class_names(tmp_path, framework):
     from tests import test_torch_trainer, test_train_run
-    from train import torch_trainer, trainer
+    from train.torch_loop import trainer as torch_trainer
+    from train.jax_loop import trainer
 
     named = dataclasses.replace(tiny_dataset(), class_names=CIFAR10)
     if framework == "jax":
@@ -282,7 +283,7 @@ def test_the_trainers_record_the_datasets_class_names(tmp_path, framework):
 
 def test_a_dataset_without_names_writes_none(tmp_path):
     from tests import test_torch_trainer
-    from train import torch_trainer
+    from train.torch_loop import trainer as torch_trainer
 
     assert tiny_dataset().class_names == ()
     torch_trainer.train(test_torch_trainer.options(tmp_path / "run"), dataset=tiny_dataset())

@@ -1,4 +1,4 @@
-"""The PyTorch twin of the train-step augmentation (train.torch_augment): shapes, seeding, per-image draws,
+"""The PyTorch twin of the train-step augmentation (train.torch_loop.augment): shapes, seeding, per-image draws,
 targets, mixing, input checks, and the deterministic path against the JAX augment_batch.
 
 The distributions of the random parts against JAX: parity_tests/test_augment_distributions.py.
@@ -18,10 +18,11 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from train import augment, torch_augment
-from train.augment import OP_NAMES, REFERENCE_OPS
 from train.augment_config import AugmentConfig
+from train.jax_loop import augment
+from train.jax_loop.augment import OP_NAMES, REFERENCE_OPS
 from train.recipes import CIFAR10_MEAN, CIFAR10_STD, RECIPES
+from train.torch_loop import augment as torch_augment
 
 ROOT = Path(__file__).resolve().parents[1]
 # Everything random at once: what the `default` recipe does, RandAugment included.
@@ -246,6 +247,6 @@ def test_restores_torch_threads():
 
 
 def test_does_not_import_jax():
-    code = "import sys, train.torch_augment; assert 'jax' not in sys.modules, 'train.torch_augment imported jax'"
+    code = "import sys, train.torch_loop.augment; assert 'jax' not in sys.modules, 'train.torch_loop.augment imported jax'"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,8 +17,8 @@ from tests.test_train_distributed import kill_at_random_moments
 from tests.test_train_run import assert_same_weights, tiny_dataset, weights
 from train.recipes import length_scaled_regularisation
 from train.run import CheckpointMismatchError, DivergedError, RunFinishedError, TrainOptions
-from train.torch_checkpoint import TorchCheckpoints
-from train.torch_trainer import train
+from train.torch_loop.checkpoint import TorchCheckpoints
+from train.torch_loop.trainer import train
 
 pytestmark = pytest.mark.xdist_group("torch_trainer")
 
@@ -96,7 +96,7 @@ def test_workdir_of_another_run_is_refused(reference, tmp_path):
 
 def test_each_framework_refuses_the_others_workdir(reference, tmp_path):
     from tests.test_train_run import options as jax_options
-    from train import trainer
+    from train.jax_loop import trainer
 
     with pytest.raises(CheckpointMismatchError, match="PyTorch run"):
         trainer.train(jax_options(reference), dataset=tiny_dataset())
@@ -139,7 +139,7 @@ def test_same_data_order_and_schedule_as_the_jax_trainer(reference, tmp_path):
     """The records of both trainers: the same learning rate at every step, and (with nothing random in the
     tutorial recipe but crop, flip and dropout) losses of the same size."""
     from tests.test_train_run import options as jax_options
-    from train import trainer
+    from train.jax_loop import trainer
 
     jax_run = trainer.train(jax_options(tmp_path / "jax"), dataset=tiny_dataset())
     torch_records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
@@ -161,7 +161,7 @@ RUNNER = r'''
 import json, sys
 from tests.test_train_run import tiny_dataset
 from train.run import TrainOptions
-from train.torch_trainer import train
+from train.torch_loop.trainer import train
 result = train(TrainOptions(**json.loads(sys.argv[1])), dataset=tiny_dataset())
 print("RESULT " + json.dumps({"step": result.step}), flush=True)
 '''

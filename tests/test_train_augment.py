@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train import augment
-from train.augment import OP_NAMES, REFERENCE_OPS, AugmentConfig
+from train.jax_loop import augment
+from train.jax_loop.augment import OP_NAMES, REFERENCE_OPS, AugmentConfig
 from train.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ SHARDED = r"""
 import json
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from train.augment import augment_batch
+from train.jax_loop.augment import augment_batch
 from train.recipes import RECIPES
 
 cfg = RECIPES["default"].augment

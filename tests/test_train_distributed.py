@@ -32,11 +32,11 @@ RUNNER = r'''
 import json, sys
 import numpy as np
 args = json.loads(sys.argv[1])
-from train import sharding
+from train.jax_loop import sharding
 sharding.initialize_distributed(args.get("coordinator"), args.get("num_processes"), args.get("process_id"))
 import jax
 from train.data import Dataset, Split
-from train.trainer import TrainOptions, train
+from train.jax_loop.trainer import TrainOptions, train
 
 rng = np.random.default_rng(0)
 tint = rng.integers(0, 128, (10, 1, 1, 3))

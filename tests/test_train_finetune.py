@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.test_train_run import options, tiny_dataset
-from train.finetune import finetune_start
-from train.trainer import train
+from train.jax_loop.trainer import finetune_start
+from train.jax_loop.trainer import train
 from vit_spec import ViTConfig, load_weights, random_weights, save_weights
 from vit_spec.formats import load_checkpoint
 

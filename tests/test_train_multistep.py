@@ -24,11 +24,11 @@ import pytest
 
 from jax_vit import ViT, init_params
 from tests.test_train_run import assert_same_weights, cli_options, options, tiny_dataset, weights
-from train import device_data, optim, sharding
 from train.data import BatchOrder, Split
+from train.jax_loop import device_data, optim, sharding
+from train.jax_loop.step import TrainState, make_multi_step, make_train_step
+from train.jax_loop.trainer import call_end, train
 from train.recipes import RECIPES, length_scaled_regularisation
-from train.step import TrainState, make_multi_step, make_train_step
-from train.trainer import call_end, train
 from vit_spec import ViTConfig
 
 # One worker runs the module: its fixtures are costly runs, shared by its tests.
@@ -191,11 +191,11 @@ RUNNER = r'''
 import json, sys
 import numpy as np
 args = json.loads(sys.argv[1])
-from train import sharding
+from train.jax_loop import sharding
 sharding.initialize_distributed(args.get("coordinator"), args.get("num_processes"), args.get("process_id"))
 import jax
 from tests.test_train_run import tiny_dataset
-from train.trainer import TrainOptions, train
+from train.jax_loop.trainer import TrainOptions, train
 
 for workdir, k in args["runs"]:
     result = train(TrainOptions(**args["options"], workdir=workdir, steps_per_dispatch=k), dataset=tiny_dataset())

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train import trainer
 from train.data import Dataset, Split
+from train.jax_loop import trainer
+from train.jax_loop.trainer import TrainOptions, train
 from train.metrics import Progress
-from train.trainer import TrainOptions, train
 
 
 @jax.jit

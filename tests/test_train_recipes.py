@@ -10,12 +10,12 @@ import pytest
 
 from tests.test_train_run import cli_options, options, tiny_dataset
 from train import data as data_lib
-from train.checkpoint import CheckpointMismatchError
 from train.data import Dataset, DatasetError, Split
+from train.jax_loop.checkpoint import CheckpointMismatchError
 from train.recipes import (
     RECIPES, TUTORIAL_STD, RecipeError, length_scaled_regularisation, regularisation, regularisation_strength, resolve,
 )
-from train.trainer import train
+from train.jax_loop.trainer import train
 from vit_cli.main import main
 from vit_spec import ViTConfig, load_weights
 
@@ -184,7 +184,7 @@ def test_pos_embed_and_pool_reach_the_model(tmp_path):
 
 
 def test_vit_recipes_reads_finished_runs_back_and_lists_missing_ones(tmp_path, capsys):
-    from vit_cli.recipes import run_name
+    from train.recipe_grid import run_name
 
     root = tmp_path / "recipes"
     done = root / run_name("tutorial", "mu/8", "cifar10", 1, "learned", "cls", 0)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.checkpoint import CheckpointMismatchError, Checkpoints
 from train.data import Dataset, Split
+from train.jax_loop.checkpoint import CheckpointMismatchError, Checkpoints
+from train.jax_loop.trainer import DivergedError, TrainOptions, train
 from train.recipes import RecipeError, length_scaled_regularisation
-from train.trainer import DivergedError, TrainOptions, train
 from vit_cli.main import main
 from vit_spec import ConfigError, load_weights
 
@@ -52,7 +52,7 @@ def cli_options(monkeypatch, argv: list[str]) -> TrainOptions:
         seen["options"] = options
         raise SystemExit(0)
 
-    monkeypatch.setattr("train.trainer.train", fake_train)
+    monkeypatch.setattr("train.jax_loop.trainer.train", fake_train)
     with pytest.raises(SystemExit):
         main(["train", *argv])
     return seen["options"]

@@ -1,11 +1,11 @@
-"""train.schedule (what the PyTorch trainer sets) is the learning rate optax computes in train.optim."""
+"""train.schedule (what the PyTorch trainer sets) is the learning rate optax computes in train.jax_loop.optim."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from train.optim import lr_schedule
+from train.jax_loop.optim import lr_schedule
 from train.recipes import get_recipe
 from train.schedule import learning_rate, warmup_steps
 

@@ -9,10 +9,10 @@ import optax
 import pytest
 
 from jax_vit import ViT, init_params
-from train import optim
-from train.augment import AugmentConfig
+from train.jax_loop import optim
+from train.jax_loop.augment import AugmentConfig
+from train.jax_loop.step import TrainState, make_train_step
 from train.recipes import RECIPES, get_recipe
-from train.step import TrainState, make_train_step
 from vit_spec import ViTConfig
 
 TINY = ViTConfig.from_variant("mu/8", num_classes=10, image_size=32)

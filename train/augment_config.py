@@ -1,5 +1,5 @@
 """What a train step does to a batch: framework-free, read by both trainers' augmentation
-(train.augment in JAX, train.torch_augment with torchvision)."""
+(train.jax_loop.augment in JAX, train.torch_loop.augment with torchvision)."""
 
 from __future__ import annotations
 

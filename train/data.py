@@ -332,3 +332,18 @@ class StreamingBatches:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+def read_examples(name: str, data_dir: str | None, split: str, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(uint8 images, labels, the dataset's class names) of the examples `indices` of `name`'s `split`, each image
+    as stored (`vit attention --dataset`)."""
+    sources = open_sources(name, resolve_data_dir(data_dir))
+    if split not in sources:
+        raise DatasetError(f"{name} has no {split!r} split (it has {sorted(sources)})")
+    source = sources[split]
+    size = len(source)
+    bad = [i for i in indices if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"--index {bad} out of range: {name} {split} has examples 0..{size - 1}")
+    pixels, labels = read_records(source, indices)
+    return pixels, labels, label_names(source)

@@ -7,7 +7,7 @@ zero-initialised as big_vision fine-tunes); the recipe adds its regularisation.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -39,26 +39,3 @@ def finetune_weights(
     config = config.replace(**dict(overrides))
     state_dict = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
     return config, state_dict, missing_params(config, state_dict)
-
-
-def finetune_start(
-    path: str,
-    image_shape: tuple[int, int, int],
-    num_classes: int,
-    overrides: Mapping[str, Any] = (),
-    variant: str | None = None,
-) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any]]:
-    """(config, initial_params) of the JAX trainer for fine-tuning the checkpoint at `path` (finetune_weights'
-    arguments): the missing parameters (a new head) come from jax_vit.init_params."""
-    config, state_dict, missing = finetune_weights(path, image_shape, num_classes, overrides, variant)
-
-    def initial_params(cfg: ViTConfig, rng: Any) -> Any:
-        import jax_vit
-
-        full = dict(state_dict)
-        if missing:
-            fresh = jax_vit.state_dict_from_params(cfg, jax_vit.init_params(cfg, rng))
-            full.update({name: np.asarray(fresh[name], np.float32) for name in missing})
-        return jax_vit.params_from_state_dict(cfg, full)
-
-    return config, initial_params

@@ -1,4 +1,4 @@
-"""`vit recipes`: train a grid of runs (recipe x epochs x position embedding x pooling) and print their table.
+"""`vit recipes`: a grid of runs (recipe x epochs x position embedding x pooling), trained, and their table.
 
 Each cell is an ordinary `vit train` run in its own workdir; a finished run is read back, not retrained,
 and an interrupted one resumes. So the table can be built by separate (parallel) `vit train` runs with
@@ -7,36 +7,11 @@ the printed commands, then printed by this command.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shlex
 from pathlib import Path
-from typing import Any
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "recipes",
-        help="train recipes for several budgets (and position embeddings, poolings) and print one table",
-        description="Trains each combination of --recipes, --epochs, --pos-embed and --pool (a run per "
-        "combination, each in ROOT/NAME; finished runs are read back, interrupted ones resumed) and prints "
-        "their validation and test accuracy as a Markdown table, with the command of each run.",
-    )
-    p.add_argument("--recipes", nargs="+", default=["default", "tutorial"], metavar="RECIPE", help="(default: default tutorial)")
-    p.add_argument("--epochs", nargs="+", type=int, default=[1, 2, 5], metavar="N", help="(default: 1 2 5)")
-    p.add_argument("--pos-embed", nargs="+", choices=("learned", "sincos2d"), help="(default: each recipe's own)")
-    p.add_argument("--pool", nargs="+", choices=("cls", "mean"), help="(default: each recipe's own)")
-    p.add_argument("--model", default="tutorial", help="(default: tutorial)")
-    p.add_argument("--dataset", default="cifar10", help="(default: cifar10)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--batch-size", type=int, help="(default: the recipe's, 128)")
-    p.add_argument("--root", default="runs/recipes", help="one workdir per run under this folder (default: runs/recipes)")
-    p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR)")
-    p.add_argument("--no-train", dest="train", action="store_false",
-                   help="only read back finished runs (the others are listed as missing, with their commands)")
-    p.add_argument("--json", metavar="FILE", help="also write the rows here")
-    p.set_defaults(run=run_recipes)
+from typing import Any, Callable, Sequence
 
 
 def run_name(recipe: str, model: str, dataset: str, epochs: int, pos_embed: str, pool: str, seed: int) -> str:
@@ -52,18 +27,20 @@ def own_architecture(recipe: str, model: str) -> tuple[str, str]:
     return config.pos_embed, config.pool
 
 
-def train_command(args: argparse.Namespace, recipe: str, epochs: int, pos_embed: str, pool: str, workdir: Path) -> str:
-    words = ["vit", "train", "--recipe", recipe, "--model", args.model, "--epochs", str(epochs)]
-    if args.dataset != "cifar10":
-        words += ["--dataset", args.dataset]
-    own_pos_embed, own_pool = own_architecture(recipe, args.model)
+def train_command(recipe: str, model: str, dataset: str, epochs: int, pos_embed: str, pool: str, seed: int,
+                  batch_size: int | None, workdir: Path) -> str:
+    """The `vit train` command of one cell of the grid."""
+    words = ["vit", "train", "--recipe", recipe, "--model", model, "--epochs", str(epochs)]
+    if dataset != "cifar10":
+        words += ["--dataset", dataset]
+    own_pos_embed, own_pool = own_architecture(recipe, model)
     if pos_embed != own_pos_embed:
         words += ["--pos-embed", pos_embed]
     if pool != own_pool:
         words += ["--pool", pool]
-    if args.batch_size:
-        words += ["--batch-size", str(args.batch_size)]
-    words += ["--seed", str(args.seed), "--workdir", str(workdir)]
+    if batch_size:
+        words += ["--batch-size", str(batch_size)]
+    words += ["--seed", str(seed), "--workdir", str(workdir)]
     return shlex.join(words)
 
 
@@ -88,39 +65,44 @@ def finished(workdir: Path) -> dict[str, Any] | None:
     }
 
 
-def run_recipes(args: argparse.Namespace) -> int:
-    from train.trainer import TrainOptions, train
+def run_grid(
+    recipes: Sequence[str], epochs: Sequence[int], pos_embeds: Sequence[str] | None, pools: Sequence[str] | None,
+    model: str = "tutorial", dataset: str = "cifar10", seed: int = 0, batch_size: int | None = None,
+    root: str | Path = "runs/recipes", data_dir: str | None = None, train: bool = True,
+    announce: Callable[[str], None] = lambda command: print(f"$ {command}", flush=True),
+) -> list[dict[str, Any]]:
+    """A row per cell of the grid ({"recipe", "epochs", "pos_embed", "pool", "command"} and, once finished,
+    finished()'s figures): a finished run is read back, the others trained (when `train`) in ROOT/run_name(...),
+    each announced with its command first.
 
-    root = Path(args.root)
+    Args:
+        pos_embeds, pools: None for each recipe's own.
+    """
+    from train.jax_loop.trainer import TrainOptions
+    from train.jax_loop.trainer import train as train_run
+
+    root = Path(root)
     rows = []
     cells = [
-        (recipe, epochs, pos_embed, pool)
-        for recipe in args.recipes
-        for epochs, pos_embed, pool in itertools.product(
-            args.epochs, args.pos_embed or [own_architecture(recipe, args.model)[0]],
-            args.pool or [own_architecture(recipe, args.model)[1]])
+        (recipe, n, pos_embed, pool)
+        for recipe in recipes
+        for n, pos_embed, pool in itertools.product(
+            epochs, pos_embeds or [own_architecture(recipe, model)[0]], pools or [own_architecture(recipe, model)[1]])
     ]
-    for recipe, epochs, pos_embed, pool in cells:
-        workdir = root / run_name(recipe, args.model, args.dataset, epochs, pos_embed, pool, args.seed)
-        command = train_command(args, recipe, epochs, pos_embed, pool, workdir)
+    for recipe, n, pos_embed, pool in cells:
+        workdir = root / run_name(recipe, model, dataset, n, pos_embed, pool, seed)
+        command = train_command(recipe, model, dataset, n, pos_embed, pool, seed, batch_size, workdir)
         result = finished(workdir)
-        if result is None and args.train:
-            print(f"$ {command}", flush=True)
-            train(TrainOptions(
-                workdir=str(workdir), model=args.model, recipe=recipe, epochs=epochs, batch_size=args.batch_size,
-                seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
-                pos_embed=pos_embed, pool=pool,
+        if result is None and train:
+            announce(command)
+            train_run(TrainOptions(
+                workdir=str(workdir), model=model, recipe=recipe, epochs=n, batch_size=batch_size,
+                seed=seed, dataset=dataset, data_dir=data_dir, pos_embed=pos_embed, pool=pool,
             ))
             result = finished(workdir)
-        rows.append({"recipe": recipe, "epochs": epochs, "pos_embed": pos_embed, "pool": pool,
+        rows.append({"recipe": recipe, "epochs": n, "pos_embed": pos_embed, "pool": pool,
                      "command": command, **(result or {})})
-    print(format_table(rows, bool(args.pos_embed or args.pool)))
-    if args.json:
-        from vit_spec import atomic_path
-
-        with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(rows, indent=2) + "\n")
-    return 0 if all(r.get("test") is not None for r in rows) else 1
+    return rows
 
 
 def format_table(rows: list[dict[str, Any]], architecture: bool) -> str:

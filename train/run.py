@@ -1,7 +1,7 @@
 """What the two trainers share, framework-free: the options of `vit train`, the data and plan of a run,
 its config.json, its train records and the rules for resuming a workdir.
 
-train.trainer (JAX) and train.torch_trainer (PyTorch) each add only their framework's model, step,
+train.jax_loop.trainer (JAX) and train.torch_loop.trainer (PyTorch) each add only their framework's model, step,
 evaluation and checkpoints to this.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from train import data as data_lib
 from train import recipes
 from train.recipes import Recipe
 from vit_spec import ViTConfig, atomic_path
+
+if TYPE_CHECKING:
+    from train.metrics import MetricsLog, Progress
 
 FRAMEWORKS = ("jax", "torch")
 
@@ -239,3 +242,23 @@ def diverged_message(first: int, last: int, good: list[int], directory: Path) ->
 def wants_eval(done: int, total: int, spe: int, eval_every: int, has_validation: bool) -> bool:
     """Evaluate after step `done`: at the end, and every eval_every epochs when something is held out."""
     return done == total or (has_validation and eval_every > 0 and done % spe == 0 and (done // spe) % eval_every == 0)
+
+
+def evaluation_round(
+    validation: data_lib.Split | None, test: data_lib.Split, step: int, total: int, spe: int,
+    score: Callable[[data_lib.Split], dict[str, float]], log: MetricsLog, progress: Progress, curves: Path,
+) -> dict[str, dict[str, float]]:
+    """One evaluation at `step`, as both loops run it: each split scored by `score` (the loop's own), logged as an
+    eval record and noted, then the curves redrawn. Returns the scores by split."""
+    # Evaluations score the held-out examples; the test split only once, at the end.
+    scored = {"validation": validation, "test": test} if step == total else {"validation": validation}
+    evals: dict[str, dict[str, float]] = {}
+    for name, split in scored.items():
+        if split is None:
+            continue
+        evals[name] = score(split)
+        log.write({"kind": "eval", "split": name, "step": step, "epoch": step / spe, **evals[name]})
+        progress.note(f"step {step} (epoch {step / spe:.2f}): {name} accuracy {evals[name]['accuracy']:.4f}, "
+                      f"{name} loss {evals[name]['loss']:.4f}")
+    log.plot(curves)
+    return evals

@@ -1,5 +1,5 @@
 """A recipe's learning rate as a plain function of the step: what the PyTorch trainer sets before each
-step, and what optax's schedules in train.optim compute (tests hold the two together). Framework-free."""
+step, and what optax's schedules in train.jax_loop.optim compute (tests hold the two together). Framework-free."""
 
 from __future__ import annotations
 

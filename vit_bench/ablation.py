@@ -1,4 +1,4 @@
-"""`vit bench --ablation`: what each of the JAX model's hand-written pieces buys, measured in one run.
+"""`vit bench --sections ablation`: what each of the JAX model's hand-written pieces buys, measured in one run.
 
 The JAX ViT replaces three library pieces with versions whose gradients are written out
 (jax_vit/attention.py, jax_vit/layer_norm.py, jax_vit/gelu.py). This swaps each back for the library
@@ -64,7 +64,7 @@ def measure_ablation(
     config: ViTConfig, model: str = "tutorial", batch_size: int = 128, repeats: int = 7, steps: int = 3
 ) -> dict:
     """Images/s of the training step of every variant and of PyTorch eager, alternated, median of repeats."""
-    from vit_cli.bench import make_runner
+    from vit_bench.measure import make_runner
 
     h, w = config.image_hw
     rng = np.random.default_rng(0)

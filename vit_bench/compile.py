@@ -1,8 +1,8 @@
 """Compile time and memory of the JAX train step against depth: blocks in a Python loop or in `nn.scan`,
-with and without rematerialisation (`vit bench --compile`).
+with and without rematerialisation (`vit bench --sections compile`).
 
-    python -m vit_cli.bench_compile                          # S-width ViT at depths 4, 12, 24
-    python -m vit_cli.bench_compile --depths 2 4 --width 64 --heads 2 --mlp-dim 128 --batch 8
+    python -m vit_bench.compile                              # S-width ViT at depths 4, 12, 24
+    python -m vit_bench.compile --depths 2 4 --width 64 --heads 2 --mlp-dim 128 --batch 8
 
 For each depth and layout: `jax.jit(train_step).lower(...)` (tracing and lowering to StableHLO) and
 `.compile()` (XLA) seconds, apart, and the compiled program's memory (`compiled.memory_analysis()`):
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vit_cli.bench import adamw_train_step
+from vit_bench.jax_runner import adamw_train_step
 
 # name -> ViT attributes. "loop" is ViT's default: one module per block, blocks_0 ... blocks_{L-1}.
 LAYOUTS: dict[str, dict[str, bool]] = {
@@ -72,7 +72,7 @@ def measure_compile(
         "lower_s_all", "compile_s_all", "temp_bytes", "argument_bytes", "output_bytes", "alias_bytes"}]}.
     """
     from jax_vit import ViT
-    from train.optim import weight_decay_mask
+    from train.jax_loop.optim import weight_decay_mask
     from vit_spec import ViTConfig
 
     unknown = [name for name in layouts if name not in LAYOUTS]

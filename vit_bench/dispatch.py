@@ -31,12 +31,12 @@ def measure_dispatch(
     import jax
 
     from jax_vit import ViT, init_params
-    from train import device_data, sharding
+    from train.jax_loop import device_data, sharding
     from train.data import BatchOrder, Split, memory_batches
-    from train.optim import make_optimizer
+    from train.jax_loop.optim import make_optimizer
     from train.recipes import get_recipe
-    from train.step import TrainState, make_multi_step, make_train_step
-    from train.trainer import DTYPES, model_config
+    from train.jax_loop.step import TrainState, make_multi_step, make_train_step
+    from train.jax_loop.trainer import DTYPES, model_config
 
     if any(steps % k for k in ks):
         raise ValueError(f"steps {steps} must be a multiple of every K {ks}")

@@ -1,6 +1,6 @@
 """The host side of training, measured: augmentation's share of the step, and the data path's images/s.
 
-    python -m vit_cli.bench_host --recipe default --model tutorial --batch-size 128
+    python -m vit_bench.host --recipe default --model tutorial --batch-size 128
 
 `measure_host` times, in one process, alternating the sides so that a busy machine slows both alike:
 the jitted `augment_batch` alone and the whole jitted train step (augmentation included, built as
@@ -40,7 +40,7 @@ def _seconds_per_call(run: Callable[[], Any], calls: int) -> float:
 def _data_path_images_per_s(batches: Callable[[int, int], Iterable[tuple[np.ndarray, np.ndarray]]], mesh: Any,
                             start_step: int, batch_size: int) -> float:
     """Images/s from a fresh batch iterator to device-ready global batches, over DATA_BATCHES batches."""
-    from train import sharding
+    from train.jax_loop import sharding
 
     start = time.perf_counter()  # before the iterator: a streaming one starts reading at once
     out = None
@@ -72,12 +72,12 @@ def measure_host(
     """
     from jax_vit import ViT, init_params
     from train import data as data_lib
-    from train import sharding
-    from train.augment import augment_batch
-    from train.optim import make_optimizer
+    from train.jax_loop import sharding
+    from train.jax_loop.augment import augment_batch
+    from train.jax_loop.optim import make_optimizer
     from train.recipes import get_recipe
-    from train.step import TrainState, make_train_step
-    from train.trainer import model_config
+    from train.jax_loop.step import TrainState, make_train_step
+    from train.jax_loop.trainer import model_config
 
     mesh = sharding.make_mesh()
     sharding.check_batch_size(batch_size, mesh)

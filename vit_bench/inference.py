@@ -20,25 +20,29 @@ The same rules for every runtime:
   alone (latency). Latency is the median and 90th percentile of every batch-1 call; throughput the
   median (and range) over the rounds; the ratio to PyTorch eager is the median over the rounds of
   each round's ratio of speeds (above 1: faster than eager).
+
+The runtimes are built by vit_bench.jax_runner (JAX) and vit_bench.torch_runner (PyTorch, torch.compile,
+and onnxruntime on torch_vit.export's ONNX file), imported by name when a runtime is built: this module
+imports neither framework.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from vit_cli.bench import (
-    _cpu_count, _load_average, _num, _progress, _spread, _write_json, format_header, machine_info, select_rows,
+from vit_bench.flops import forward_flops
+from vit_bench.measure import (
+    cpu_count, format_header, load_average, machine_info, progress, short_number, spread, write_json,
 )
-from vit_cli.flops import forward_flops
+from vit_bench.sweep import select_rows
 from vit_spec import ViTConfig
 
 RUNTIMES = ("jax-jit", "torch-eager", "torch-compile", "onnxruntime")
@@ -61,50 +65,25 @@ class Runtime:
 
 
 def _jax(config: ViTConfig, weights: dict[str, np.ndarray], path: Path) -> Runtime:
-    import jax
+    from vit_bench import jax_runner
 
-    from jax_vit import ViT, params_from_state_dict
-
-    model = ViT(config)
-    params = jax.device_put(params_from_state_dict(config, weights))
-    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    return Runtime(jax.device_put, lambda x: np.asarray(forward(params, x).block_until_ready()))
+    return Runtime(*jax_runner.inference_functions(config, weights))
 
 
 def _torch(config: ViTConfig, weights: dict[str, np.ndarray], path: Path, compile: bool = False) -> Runtime:
-    import torch
+    from vit_bench import torch_runner
 
-    from torch_vit import model_from_state_dict
-
-    model = model_from_state_dict(config, weights).eval()
-    if compile:
-        # A fresh dynamo cache: earlier models' graphs would count towards its recompile limit.
-        torch._dynamo.reset()
-        forward = torch.compile(model, dynamic=False)
-    else:
-        forward = model
-
-    def call(x: Any) -> np.ndarray:
-        with torch.inference_mode():
-            return forward(x).numpy()
-
-    return Runtime(lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), call)
+    return Runtime(*torch_runner.inference_functions(config, weights, compile))
 
 
 def _onnxruntime(config: ViTConfig, weights: dict[str, np.ndarray], path: Path) -> Runtime:
-    import onnxruntime
+    from vit_bench import torch_runner
 
-    from vit_cli.export import export_onnx
-
-    out = path.with_suffix(".onnx")
-    export_onnx(path, out)
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return Runtime(
-        lambda x: np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
-        lambda x: session.run(["logits"], {"images": x})[0],
-    )
+    return Runtime(*torch_runner.onnxruntime_functions(path))
 
 
+# Runtime name -> its builder; the builders import their framework's module (vit_bench.jax_runner or
+# vit_bench.torch_runner) when called, so that this module imports neither framework.
 BUILDERS: dict[str, Callable[[ViTConfig, dict[str, np.ndarray], Path], Runtime]] = {
     "jax-jit": _jax,
     "torch-eager": _torch,
@@ -133,7 +112,7 @@ def measure_model(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sets up every runtime, checks its logits, then times `repeats` rounds of them; the JSON record."""
-    from vit_cli.export import scaled_difference
+    from twins.differences import scaled_difference
     from vit_spec import random_weights, save_weights
 
     if REFERENCE not in runtimes:
@@ -144,7 +123,7 @@ def measure_model(
     inputs = {n: rng.standard_normal((n, h, w, config.channels), dtype=np.float32) for n in (batch, 1)}
     record: dict[str, Any] = {
         "model": name, "config": config.to_dict(), "image": [h, w], "batch": batch, "repeats": repeats,
-        "calls": calls, "steps": steps, "load_average_before": _load_average(), "runtimes": {},
+        "calls": calls, "steps": steps, "load_average_before": load_average(), "runtimes": {},
     }
     started = time.perf_counter()
     ready: dict[str, tuple[Runtime, dict[int, Any]]] = {}
@@ -166,7 +145,7 @@ def measure_model(
                 if rt not in MAY_FAIL:
                     raise
                 entry["error"] = _error(e)
-                _progress(f"    {rt} failed in setup after {time.perf_counter() - start:.1f} s: {entry['error'][:300]}")
+                progress(f"    {rt} failed in setup after {time.perf_counter() - start:.1f} s: {entry['error'][:300]}")
                 continue
             entry["setup_s"] = time.perf_counter() - start
             ready[rt] = (runtime, prepared)
@@ -175,8 +154,8 @@ def measure_model(
         entry = record["runtimes"][rt]
         entry["max_diff"] = max(scaled_difference(out[n], outputs[REFERENCE][n])[1] for n in inputs)
         entry["mismatch"] = not entry["max_diff"] <= TOL
-        _progress(f"    {rt}: setup {entry['setup_s']:.1f} s, max scaled diff vs {REFERENCE} {entry['max_diff']:.1e}"
-                  + (" MISMATCH" if entry["mismatch"] else ""))
+        progress(f"    {rt}: setup {entry['setup_s']:.1f} s, max scaled diff vs {REFERENCE} {entry['max_diff']:.1e}"
+                 + (" MISMATCH" if entry["mismatch"] else ""))
     outputs.clear()
     for rt in ready:
         record["runtimes"][rt].update(latency_ms=[], round_latency_ms=[], images_per_s_rounds=[])
@@ -198,7 +177,7 @@ def measure_model(
                 if rt not in MAY_FAIL:
                     raise
                 record["runtimes"][rt]["error"] = _error(e)
-                _progress(f"    {rt} failed in round {r + 1}, dropped: {record['runtimes'][rt]['error'][:300]}")
+                progress(f"    {rt} failed in round {r + 1}, dropped: {record['runtimes'][rt]['error'][:300]}")
                 del ready[rt]
                 continue
             # Appended only for a whole turn, so that index r is round r for every runtime that ran it.
@@ -207,15 +186,15 @@ def measure_model(
             entry["latency_ms"].extend(latency)
             entry["round_latency_ms"].append(statistics.median(latency))
         done = ", ".join(
-            f"{rt} {_num(record['runtimes'][rt]['round_latency_ms'][-1])} ms / {_num(record['runtimes'][rt]['images_per_s_rounds'][-1])} img/s"
+            f"{rt} {short_number(record['runtimes'][rt]['round_latency_ms'][-1])} ms / {short_number(record['runtimes'][rt]['images_per_s_rounds'][-1])} img/s"
             for rt in ready
         )
-        _progress(f"    round {r + 1}/{repeats}: {done}")
+        progress(f"    round {r + 1}/{repeats}: {done}")
     ready.clear()
     gc.collect()
     _summarize(record)
     record["seconds"] = time.perf_counter() - started
-    record["load_average_after"] = _load_average()
+    record["load_average_after"] = load_average()
     return record
 
 
@@ -227,7 +206,7 @@ def _summarize(record: dict[str, Any]) -> None:
             continue
         entry["latency_p50_ms"] = float(np.percentile(entry["latency_ms"], 50))
         entry["latency_p90_ms"] = float(np.percentile(entry["latency_ms"], 90))
-        entry["images_per_s"] = _spread(entry["images_per_s_rounds"])
+        entry["images_per_s"] = spread(entry["images_per_s_rounds"])
         # zip stops at the shorter list: the rounds both ran.
         entry["latency_vs_eager"] = statistics.median(
             e / o for e, o in zip(ref["round_latency_ms"], entry["round_latency_ms"]))
@@ -247,8 +226,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
             if "images_per_s" in e:
                 s = e["images_per_s"]
                 cells = [
-                    f"{_num(e['latency_p50_ms'])} / {_num(e['latency_p90_ms'])}",
-                    f"{_num(s['median'])} ({_num(s['min'])}-{_num(s['max'])})",
+                    f"{short_number(e['latency_p50_ms'])} / {short_number(e['latency_p90_ms'])}",
+                    f"{short_number(s['median'])} ({short_number(s['min'])}-{short_number(s['max'])})",
                     f"{e['latency_vs_eager']:.2f}x / {e['throughput_vs_eager']:.2f}x",
                 ]
             else:
@@ -280,7 +259,7 @@ def format_notes(records: list[dict[str, Any]]) -> str:
 
 
 def runtime_info() -> dict[str, Any]:
-    """onnxruntime's version and threads, and JAX's precision, beside bench.machine_info()."""
+    """onnxruntime's version and threads, and JAX's precision, beside vit_bench.measure.machine_info()."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -300,50 +279,57 @@ def runtime_info() -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    """`vit bench --inference`: the table on stdout, progress on stderr, everything in --json."""
-    import torch
+def run(
+    rows: list[str] | None = None,
+    repeats: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    calls: int | None = None,
+    json_path: str | None = None,
+) -> Iterator[str]:
+    """`vit bench --inference`: yields the report's text as it goes (the command's stdout; progress on stderr),
+    everything in `json_path`.
 
-    if args.sections != ["sweep"]:
-        raise ValueError("--inference is a measurement of its own: run --sections without it")
-    names = args.rows or list(DEFAULT_MODELS)
-    rows = select_rows(names)
-    for flag, value in (("--repeats", args.repeats), ("--steps", args.steps), ("--batch-size", args.batch_size),
-                        ("--calls", args.calls)):
+    Arguments are `vit bench`'s flags; None: the defaults (DEFAULT_MODELS, default_repeats, 1 call per
+    throughput timing, DEFAULT_BATCH, DEFAULT_CALLS). Bad values raise ValueError naming the flag.
+    """
+    names = rows or list(DEFAULT_MODELS)
+    selected = select_rows(names)
+    for flag, value in (("--repeats", repeats), ("--steps", steps), ("--batch-size", batch_size), ("--calls", calls)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
-    torch.set_num_threads(_cpu_count())  # as the training bench: one thread per core, as XLA's CPU backend
+    from vit_bench import torch_runner
+
+    torch_runner.set_threads(cpu_count())  # as the training bench: one thread per core, as XLA's CPU backend
     started = time.perf_counter()
     machine = {**machine_info(), **runtime_info()}
-    print(format_header(machine, None))
-    print(f"onnxruntime {machine['onnxruntime']}: intra-op threads {machine['onnxruntime_intra_op_threads']} "
-          f"(0: its default, one per physical core; physical cores {machine['physical_cores']}); "
-          f"JAX matmul precision: {machine['jax_matmul_precision']}", flush=True)
-    batch = args.batch_size or DEFAULT_BATCH
+    yield format_header(machine, None)
+    yield (f"onnxruntime {machine['onnxruntime']}: intra-op threads {machine['onnxruntime_intra_op_threads']} "
+           f"(0: its default, one per physical core; physical cores {machine['physical_cores']}); "
+           f"JAX matmul precision: {machine['jax_matmul_precision']}")
+    batch = batch_size or DEFAULT_BATCH
     report: dict[str, Any] = {
         "machine": machine,
-        "settings": {"models": names, "runtimes": list(RUNTIMES), "batch": batch, "repeats": args.repeats,
-                     "calls": args.calls or DEFAULT_CALLS, "steps": args.steps or 1, "tolerance": TOL,
+        "settings": {"models": names, "runtimes": list(RUNTIMES), "batch": batch, "repeats": repeats,
+                     "calls": calls or DEFAULT_CALLS, "steps": steps or 1, "tolerance": TOL,
                      "torch_compile": "inductor, dynamic=False"},
         "models": [],
     }
-    for i, row in enumerate(rows, 1):
-        _progress(f"[{i}/{len(rows)}] {row.name}: batch 1 and {batch}, runtimes {', '.join(RUNTIMES)} ...")
-        record = measure_model(row.name, row.config, RUNTIMES, batch, args.repeats, args.calls or DEFAULT_CALLS,
-                               args.steps or 1)
+    for i, row in enumerate(selected, 1):
+        progress(f"[{i}/{len(selected)}] {row.name}: batch 1 and {batch}, runtimes {', '.join(RUNTIMES)} ...")
+        record = measure_model(row.name, row.config, RUNTIMES, batch, repeats, calls or DEFAULT_CALLS, steps or 1)
         report["models"].append(record)
-        _progress(f"[{i}/{len(rows)}] done in {record['seconds']:.0f} s ({time.perf_counter() - started:.0f} s so far)")
-        if args.json:  # after every model: an interrupted run keeps what it measured
-            _write_json(args.json, report)
-    print()
-    print(format_table(report["models"]))
-    print()
-    print(format_notes(report["models"]))
+        so_far = time.perf_counter() - started
+        progress(f"[{i}/{len(selected)}] done in {record['seconds']:.0f} s ({so_far:.0f} s so far)")
+        if json_path:  # after every model: an interrupted run keeps what it measured
+            write_json(json_path, report)
+    yield ""
+    yield format_table(report["models"])
+    yield ""
+    yield format_notes(report["models"])
     report["seconds"] = time.perf_counter() - started
-    report["load_average_after"] = _load_average()
-    print(f"total {report['seconds']:.0f} s")
-    if args.json:
-        _write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return 0
-
+    report["load_average_after"] = load_average()
+    yield f"total {report['seconds']:.0f} s"
+    if json_path:
+        write_json(json_path, report)
+        yield f"wrote {json_path}"

@@ -1,6 +1,6 @@
 """`vit bench --sections profile`: where the JAX training step spends its time, op by op.
 
-Compiles the same training step as the sweep (vit_cli.bench.JaxRunner), runs a few steps under
+Compiles the same training step as the sweep (vit_bench.jax_runner.JaxRunner), runs a few steps under
 `jax.profiler.trace` (Perfetto trace, no TensorBoard needed), and attributes each executed XLA
 fusion to the model code that produced it through the HLO's `op_name` metadata: which layer part
 (attention, the dense layers, LayerNorm, GELU, the optimizer, ...) and forward or backward. Also
@@ -57,7 +57,7 @@ def measure_profile(
     """Per-group and per-op time of the JAX float32 training step of `config` (named `model`)."""
     import jax
 
-    from vit_cli.bench import make_runner
+    from vit_bench.measure import make_runner
 
     h, w = config.image_hw
     rng = np.random.default_rng(0)

@@ -12,7 +12,8 @@ import sys
 
 # Module of each subcommand, in the order `vit --help` lists them.
 COMMAND_MODULES = (
-    "train.cli",  # vit train, vit eval
+    "vit_cli.train",  # vit train
+    "vit_cli.eval",  # vit eval
     "vit_cli.recipes",  # vit recipes
     "vit_cli.compare",  # vit compare
     "vit_cli.attention",  # vit attention

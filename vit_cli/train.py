@@ -1,4 +1,4 @@
-"""`vit train` and `vit eval`."""
+"""`vit train`: train either twin on CIFAR-10 (or another tfds dataset); the run is train.launch's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers `train` and `eval`."""
     p = subparsers.add_parser(
         "train",
         help="train the ViT on CIFAR-10 (or another tfds image-classification dataset: cifar100, mnist, ...)",
@@ -65,28 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--process-id", type=int, help="multi-process runs: this process's index")
     p.set_defaults(run=run_train)
 
-    e = subparsers.add_parser(
-        "eval",
-        help="print the test accuracy of a weights file, under JAX or PyTorch",
-        description="Scores a .safetensors weights file on the test split. --framework both scores it with "
-        "both models and counts the predictions on which they disagree.",
-    )
-    e.add_argument("file", help="a .safetensors weights file of this project (e.g. WORKDIR/model.safetensors)")
-    e.add_argument("--framework", default="jax", choices=("jax", "torch", "both"), help="(default: jax)")
-    e.add_argument("--dataset", default="cifar10", help="tfds dataset (default: cifar10)")
-    e.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
-    e.add_argument("--split", default="test", help="split to score (default: test)")
-    e.add_argument("--batch-size", type=int, default=500, help="(default: 500)")
-    e.set_defaults(run=run_eval)
-
 
 def run_train(args: argparse.Namespace) -> int:
     from train.recipes import REGULARISATION_PARTS
+    from train.launch import launch
     from train.run import TrainOptions
 
-    if args.framework == "torch" and (args.coordinator or args.num_processes or args.process_id is not None):
-        raise ValueError("--coordinator, --num-processes and --process-id start a multi-process JAX run: "
-                         "drop them with --framework torch")
     regularisation = {k: getattr(args, k) for k in REGULARISATION_PARTS if getattr(args, k) is not None}
     options = TrainOptions(
         workdir=args.workdir, model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps,
@@ -98,58 +81,10 @@ def run_train(args: argparse.Namespace) -> int:
         validation=args.validation, pos_embed=args.pos_embed, pool=args.pool, regularisation=regularisation,
         framework=args.framework,
     )
-    if args.framework == "torch":
-        try:
-            from train import torch_trainer
-        except ModuleNotFoundError as e:
-            raise ValueError(f"--framework torch needs PyTorch and torchvision ({e}): pip install 'vit-twins[torch]'") from None
-        result, lead = torch_trainer.train(options), True
-    else:
-        import jax
-
-        from train import sharding, trainer
-
-        sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-        result, lead = trainer.train(options), jax.process_index() == 0
+    result, lead = launch(options, args.coordinator, args.num_processes, args.process_id)
     if lead:
         held_out = ("" if result.validation_accuracy is None else
                     f"validation accuracy {result.validation_accuracy:.4f}, ")
         print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
               f"weights in {result.workdir}/model.safetensors")
-    return 0
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from train import data as data_lib
-    from vit_spec import load_weights
-
-    # The whole file, checked (config, layout, no NaN/inf), before the dataset is opened: weights that cannot
-    # be right would otherwise score chance accuracy after a long data load. The twins' loaders read it again.
-    config, _ = load_weights(args.file)
-    sources = data_lib.open_sources(args.dataset, data_lib.resolve_data_dir(args.data_dir))
-    if args.split not in sources:
-        raise data_lib.DatasetError(f"{args.dataset} has no {args.split!r} split (it has {sorted(sources)})")
-    num_classes, shape = data_lib.describe(sources[args.split])
-    if config.num_classes != num_classes or (*config.image_hw, config.channels) != tuple(shape):
-        raise data_lib.DatasetError(
-            f"{args.file} is a {config.num_classes}-class model of {config.image_hw} images, but {args.dataset} has "
-            f"{num_classes} classes of {tuple(shape)} images: pass the --dataset it was trained on"
-        )
-    split = data_lib.load_split(sources[args.split], args.split)
-    frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
-    logits = {}
-    for name in frameworks:
-        if name == "jax":
-            from train.evaluate import jax_logits as logits_of
-        else:
-            from train.torch_evaluate import torch_logits as logits_of
-        logits[name] = logits_of(args.file, split, args.batch_size)
-        accuracy = float((logits[name].argmax(-1) == split.labels).mean())
-        print(f"{name}: {args.dataset} {args.split} accuracy {accuracy:.4f} ({len(split)} images)")
-    if len(frameworks) == 2:
-        from train.evaluate import disagreements
-
-        differ, real = disagreements(logits["jax"], logits["torch"])
-        print(f"jax vs torch: {differ} differing predictions, {real} of them not near-ties")
-        return 1 if real else 0
     return 0

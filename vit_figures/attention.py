@@ -1,76 +1,25 @@
-"""`vit attention`: where a trained ViT looks, per head, averaged over heads, and rolled out over layers."""
+"""`vit attention`'s figure: where a trained ViT looks, per head, averaged over heads, and rolled out over layers."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from twins.frameworks import twin_module
 from vit_spec import ViTConfig
-from vit_spec.attention_maps import normalise_map, pooled_relevance, rollout, upsample
-from vit_spec.image_files import fit_pixels, normalise, read_images
+from vit_spec.attention_maps import Attention, normalise_map, pooled_relevance, rollout, upsample
 
 CELL_INCHES = 1.6  # one map
 TITLE_INCHES = 0.8  # the figure's title and the column titles
 DPI = 100
 
 
-@dataclasses.dataclass
-class Attention:
-    """A twin's view of a batch: logits (B, classes) and per layer the attention probabilities (B, heads, T, T)."""
-
-    logits: np.ndarray
-    layers: list[np.ndarray]
-
-
-def jax_attention(path: str | Path, images: np.ndarray, batch_size: int = 64) -> Attention:
-    """The JAX twin's logits and attention on (N, H, W, C) uint8 images, in float32 with exact matmuls."""
-    import jax
-
-    from jax_vit import ViT, load
-    from vit_cli.parity import jax_precision
-
-    config, params = load(path)
-    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
-    model = ViT(config)
-
-    @jax.jit
-    def forward(params, x):
-        logits, inter = model.apply({"params": params}, x, return_intermediates=True)
-        return logits, inter["attn"]
-
-    logits, layers = [], []
-    with jax_precision("float32"):
-        for i in range(0, len(images), batch_size):
-            out, attn = forward(params, normalise(images[i: i + batch_size], config))
-            logits.append(np.asarray(out))
-            layers.append([np.asarray(a) for a in attn])
-    return Attention(np.concatenate(logits), [np.concatenate(per) for per in zip(*layers)])
-
-
-def torch_attention(path: str | Path, images: np.ndarray, batch_size: int = 64) -> Attention:
-    """The PyTorch twin's logits and attention on (N, H, W, C) uint8 images, in float32."""
-    import torch
-
-    from torch_vit import load
-
-    model = load(path).float().eval()
-    logits, layers = [], []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(normalise(images[i: i + batch_size], model.config)).permute(0, 3, 1, 2)
-            out, inter = model(x, return_intermediates=True)
-            logits.append(out.numpy())
-            layers.append([a.numpy() for a in inter["attn"]])
-    return Attention(np.concatenate(logits), [np.concatenate(per) for per in zip(*layers)])
-
-
 def attention_of(framework: str, path: str | Path, images: np.ndarray) -> Attention:
-    return (jax_attention if framework == "jax" else torch_attention)(path, images)
+    """The `framework` twin's logits and attention (jax_vit.inference / torch_vit.inference) on uint8 images."""
+    return twin_module(framework, "inference").attention(path, images)
 
 
 @dataclasses.dataclass
@@ -148,85 +97,42 @@ def title_of(config: ViTConfig, layer: int, framework: str) -> str:
     return f"{what}; rollout over all {depth} layers ({framework}; each map scaled to its own range)"
 
 
-def _dataset_images(args: argparse.Namespace, config: ViTConfig) -> tuple[np.ndarray, list[int], list[str], list[str]]:
-    """(images, true labels, class names, row names) of --index in --dataset's --split."""
-    from train import data as data_lib
-
-    sources = data_lib.open_sources(args.dataset, data_lib.resolve_data_dir(args.data_dir))
-    if args.split not in sources:
-        raise data_lib.DatasetError(f"{args.dataset} has no {args.split!r} split (it has {sorted(sources)})")
-    source = sources[args.split]
-    size = len(source)
-    bad = [i for i in args.index if not 0 <= i < size]
-    if bad:
-        raise ValueError(f"--index {bad} out of range: {args.dataset} {args.split} has examples 0..{size - 1}")
-    pixels, labels = data_lib.read_records(source, args.index)
-    names = data_lib.label_names(source)
-    images = np.stack([fit_pixels(p, config) for p in pixels])
-    return images, [int(x) for x in labels], names, [f"{args.dataset} {args.split} #{i}" for i in args.index]
-
-
-def _run(args: argparse.Namespace) -> int:
-    from vit_cli.predict import softmax
-    from vit_spec import WeightsError, load_weights
-
-    config, _ = load_weights(args.weights)
-    if not -config.depth <= args.layer < config.depth:
-        raise ValueError(f"--layer {args.layer} is out of range: the model has layers 0..{config.depth - 1} (negative: from the end)")
-    if args.head is not None and not 0 <= args.head < config.heads:
-        raise ValueError(f"--head {args.head} is out of range: the model has heads 0..{config.heads - 1}")
-    if bool(args.images) == (args.dataset is not None):
-        raise ValueError("give image files, or --dataset NAME --index N ..., not both and not neither")
-    if args.dataset is not None and not args.index:
-        raise ValueError(f"--dataset {args.dataset} needs --index N ... (which examples to show)")
-    if not config.num_classes:
-        raise WeightsError(f"{args.weights} has no classification head: there is no prediction to show beside its maps")
-    true, names = None, None
-    if args.dataset is not None:
-        images, true, names, rows = _dataset_images(args, config)
-    else:
-        images, read, errors = read_images(args.images, config)
-        for error in errors:
-            print(f"vit attention: skipped {error}", file=sys.stderr)
-        if not read:
-            raise ValueError("none of the image files could be read")
-        rows = [Path(p).name for p in read]
-    attention = attention_of(args.framework, args.weights, images)
-    heads = None if args.head is None else [args.head]
-    maps = maps_of(attention, config, args.layer, heads)
-    probs = softmax(attention.logits)
-    row_titles = []
+def row_titles(rows: Sequence[str], probabilities: np.ndarray, names: Sequence[str] | None,
+               true: Sequence[int] | None) -> list[str]:
+    """Each row's title: its name, the predicted class with its probability and, for dataset examples, the true
+    class."""
+    titles = []
     for i, name in enumerate(rows):
-        k = int(probs[i].argmax())
+        k = int(probabilities[i].argmax())
         label = names[k] if names and k < len(names) else f"class {k}"
-        line = f"{name}\npredicted {label} ({probs[i, k]:.0%})"
+        line = f"{name}\npredicted {label} ({probabilities[i, k]:.0%})"
         if true is not None:
             line += f"\ntrue {names[true[i]] if names else true[i]}"
-        row_titles.append(line)
-        print(line.replace("\n", ": ", 1).replace("\n", ", "))
+        titles.append(line)
+    return titles
+
+
+def attention_figure(
+    out: str | Path, weights: str | Path, config: ViTConfig, images: np.ndarray, rows: Sequence[str],
+    framework: str = "jax", layer: int = -1, head: int | None = None,
+    names: Sequence[str] | None = None, true: Sequence[int] | None = None,
+) -> list[str]:
+    """Draws `vit attention`'s grid of `images` ((N, H, W, C) uint8, the model's size) under the `framework` twin
+    into `out`; returns the row titles.
+
+    Args:
+        out: the PNG to write.
+        weights: the weights file; config: its config.
+        rows: a name per image.
+        layer, head: the layer of the per-head maps (negative: from the end), and one head to show or every head.
+        names, true: the class names, and the true class of each image where known.
+    """
+    from twins.predictions import softmax
+
+    attention = attention_of(framework, weights, images)
+    heads = None if head is None else [head]
+    maps = maps_of(attention, config, layer, heads)
+    titles = row_titles(rows, softmax(attention.logits), names, true)
     head_names = [f"head {h}" for h in (range(config.heads) if heads is None else heads)]
-    draw(args.out, images, maps, row_titles, title_of(config, args.layer, args.framework), head_names)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "attention",
-        help="draw where a trained ViT looks: per-head attention, their mean and attention rollout",
-        description="For each image: the [CLS] token's attention to the patches in one layer, per head and averaged "
-        "over heads, and attention rollout over all layers (Abnar and Zuidema 2020: head-averaged attention plus "
-        "the identity, rows renormalised, multiplied over layers), each upsampled and overlaid on the image. A "
-        "mean-pooled model has no [CLS] token: its maps show the mean attention each patch receives.",
-    )
-    p.add_argument("weights", help="a .safetensors weights file of this project (as `vit train` and `vit convert` write)")
-    p.add_argument("images", nargs="*", help="PNG/JPEG files (centre-cropped and resized to the model's image size)")
-    p.add_argument("--out", required=True, metavar="PNG", help="the grid goes here: one row per image")
-    p.add_argument("--layer", type=int, default=-1, help="the layer of the per-head maps, from 0; negative counts from the end (default: -1, the last)")
-    p.add_argument("--head", type=int, help="show this head only (default: every head)")
-    p.add_argument("--framework", default="jax", choices=("jax", "torch"), help="which twin computes the attention (default: jax)")
-    p.add_argument("--dataset", help="take images from this tfds dataset instead of files (e.g. cifar10), with --index")
-    p.add_argument("--index", type=int, nargs="+", default=[], metavar="N", help="the dataset examples to show")
-    p.add_argument("--split", default="test", help="the dataset's split (default: test)")
-    p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
-    p.set_defaults(run=_run)
+    draw(out, images, maps, titles, title_of(config, layer, framework), head_names)
+    return titles

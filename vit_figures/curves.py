@@ -1,4 +1,4 @@
-"""`vit plot WORKDIR... --out PNG`: loss, accuracy and learning rate of training runs on shared axes.
+"""Loss, accuracy and learning rate of training runs on shared axes (`vit plot`), and the two runs of `vit compare`.
 
 Reads each workdir's metrics.jsonl (train.metrics.MetricsLog writes it) and draws one colour per run, in
 the style of the run's own curves.png: train a solid line, validation dashed with markers, test a marker.
@@ -6,7 +6,6 @@ the style of the run's own curves.png: train a solid line, validation dashed wit
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -115,41 +114,46 @@ def summary_line(label: str, records: Records, width: int = 0) -> str:
             f"validation accuracy {pct('validation')}  test accuracy {pct('test')}")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "plot",
-        help="draw the loss, accuracy and learning rate of training runs on shared axes",
-        description="Reads WORKDIR/metrics.jsonl of each run and draws loss, accuracy and learning rate side by "
-        "side, one colour per run (train solid, validation dashed, test a marker), and prints where each run ended.",
-    )
-    p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="workdirs of `vit train` runs")
-    p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write (its directory is created)")
-    p.add_argument("--x", choices=("epoch", "step"), default="epoch",
-                   help="x axis (default: epoch, comparable across batch sizes)")
-    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per WORKDIR (default: their names)")
-    p.set_defaults(run=_run)
+def save(fig: Figure, out: str | Path) -> None:
+    """Writes `fig` as a PNG at `out` atomically (nothing half-written on failure) and closes it."""
+    import matplotlib.pyplot as plt
 
-
-def _run(args: argparse.Namespace) -> int:
     from vit_spec import atomic_path
 
-    if args.labels is not None and len(args.labels) != len(args.workdirs):
-        raise ValueError(f"--labels gave {len(args.labels)} labels for {len(args.workdirs)} workdirs: "
-                         "give one per WORKDIR, in the same order")
-    if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory: give the path of a PNG file")
-    labels = args.labels or default_labels(args.workdirs)
-    runs = [read_records(w) for w in args.workdirs]  # every run read before anything is written
-    fig = draw(runs, labels, args.x)
-    import matplotlib.pyplot as plt  # after draw has chosen the Agg backend
-
     try:
-        with atomic_path(args.out) as tmp:
+        with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)
-    width = max(len(label) for label in labels)
-    for label, records in zip(labels, runs):
-        print(summary_line(label, records, width))
-    print(f"curves in {args.out}")
-    return 0
+
+
+def draw_sides(sides: Sequence[Any], path: str | Path) -> None:
+    """`vit compare`'s picture: the train loss and accuracy of both twins' runs (twins.training_runs.Side), with
+    their validation and test accuracies, written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vit_spec import atomic_path
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for side, color in zip(sides, ("tab:blue", "tab:orange")):
+        train = [r for r in side.records if r.get("kind") == "train"]
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color=color, label=f"{side.framework} train")
+        ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], color=color, alpha=0.6,
+                    label=f"{side.framework} train (augmented)")
+        for split, marker in (("validation", "o"), ("test", "s")):
+            evals = [r for r in side.records if r.get("kind") == "eval" and r.get("split") == split]
+            if evals:
+                ax_acc.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker, color=color,
+                            label=f"{side.framework} {split}")
+    ax_loss.set(xlabel="step", ylabel="loss", title="train loss")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,9 +1,8 @@
-"""`vit embeddings`: the ViT paper's figure 7 for any weights file: position-embedding similarity and
+"""`vit embeddings`' figure: the ViT paper's figure 7 for any weights file: position-embedding similarity and
 the principal components of the patch-embedding filters."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -95,40 +94,11 @@ def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
     plt.close(fig)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from vit_spec import load_weights
-
-    if args.labels and len(args.labels) != len(args.weights):
-        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.weights)} weights files: give one per file")
-    models = []
-    for i, path in enumerate(args.weights):
-        config, weights = load_weights(path)
-        name = args.labels[i] if args.labels else Path(path).parent.name or Path(path).name
-        model = embeddings_of(name, config, weights)
-        models.append(model)
-        similarity, ratio = model.similarity, model.ratio
-        gh, gw = config.grid
-        # How local the embedding is: a patch's similarity with its 4 neighbours against all other patches.
-        neighbours = np.mean([similarity[i, j, i + di, j + dj] for i in range(gh) for j in range(gw)
-                              for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)) if 0 <= i + di < gh and 0 <= j + dj < gw])
-        others = (similarity.sum() - gh * gw) / max(gh * gw * (gh * gw - 1), 1)
-        print(f"{path}: {config.pos_embed} position embedding, mean cosine similarity with the 4 neighbours "
-              f"{neighbours:.3f}, with all other patches {others:.3f}; first {len(ratio)} filter components "
-              f"explain {ratio.sum():.1%} of the variance")
-    draw(args.out, models)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "embeddings",
-        help="draw what the embedding learned: position-embedding similarity and patch-filter components",
-        description="The ViT paper's figure 7 for each weights file (one row each; give a learned and a sincos2d model "
-        "to compare them): the cosine similarity of each patch's position embedding with every other patch's, and "
-        "the first 28 principal components of the patch-embedding filters as image tiles.",
-    )
-    p.add_argument("weights", nargs="+", help=".safetensors weights files of this project")
-    p.add_argument("--out", required=True, metavar="PNG", help="the picture goes here")
-    p.add_argument("--labels", nargs="+", metavar="NAME", help="a name per file (default: each file's folder)")
-    p.set_defaults(run=_run)
+def locality(similarity: np.ndarray) -> tuple[float, float]:
+    """How local a position embedding is: (mean similarity of a patch with its 4 neighbours, with all other
+    patches), from the (gh, gw, gh, gw) similarity table."""
+    gh, gw = similarity.shape[:2]
+    neighbours = np.mean([similarity[i, j, i + di, j + dj] for i in range(gh) for j in range(gw)
+                          for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)) if 0 <= i + di < gh and 0 <= j + dj < gw])
+    others = (similarity.sum() - gh * gw) / max(gh * gw * (gh * gw - 1), 1)
+    return float(neighbours), float(others)

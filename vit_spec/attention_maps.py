@@ -6,11 +6,20 @@ Each layer's probabilities are (B, heads, T, T), rows are queries and sum to one
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
 from vit_spec.config import ViTConfig
+
+
+@dataclasses.dataclass
+class Attention:
+    """A twin's view of a batch: logits (B, classes) and per layer the attention probabilities (B, heads, T, T)."""
+
+    logits: np.ndarray
+    layers: list[np.ndarray]
 
 
 def rollout(attentions: Sequence[np.ndarray]) -> np.ndarray:

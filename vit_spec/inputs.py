@@ -53,3 +53,11 @@ def check_images(config: ViTConfig, shape: Sequence[int], dtype_name: str, is_fl
         f"images are {got_hw[0]}x{got_hw[1]} but the model was built for {h}x{w} (shape {shape}); "
         f"resize them, or load the weights at the new size with a resampled position embedding"
     )
+
+
+# The model's input, as both export formats take it: the twins' own layout, already normalised.
+EXPORT_INPUT_DOC = "float32 images, {layout} (batch, {dims}), normalised as (pixels / 255 - image_mean) / image_std"
+
+
+class ExportError(ValueError):
+    """An export that failed its check, or that cannot be made."""

@@ -1,7 +1,7 @@
 """The training split resident on the accelerator: put there once, batches gathered on the device.
 
 With `vit train --steps-per-dispatch K` (or `--data-on-device`) the host sends only the rows of each
-batch ((K, B) int32: 4 bytes per example, against 3,072 for a CIFAR image), and `train.step.
+batch ((K, B) int32: 4 bytes per example, against 3,072 for a CIFAR image), and `train.jax_loop.step.
 make_multi_step` gathers the batches on the device from the resident split.
 
 The split is replicated: every device holds all of it (CIFAR-10's training split is 154 MB of uint8,
@@ -20,8 +20,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from train import sharding
 from train.data import BatchOrder, Split
+from train.jax_loop import sharding
 
 # The resident split may take at most this share of a device's memory; the model and its activations
 # need the rest.

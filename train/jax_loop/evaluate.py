@@ -1,4 +1,4 @@
-"""Accuracy of the JAX model: sharded inside training, and for a weights file (`vit eval`; train.torch_evaluate
+"""Accuracy of the JAX model: sharded inside training, and for a weights file (`vit eval`; train.torch_loop.evaluate
 is the PyTorch side)."""
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import optax
 from jax.sharding import Mesh
 
 from jax_vit import ViT
-from train import sharding
-from train.augment import normalize
 from train.data import Split
-
-NEAR_TIE = 1e-4  # top-2 logit gap below which two float32 programs may honestly disagree
+from train.jax_loop import sharding
+from train.jax_loop.augment import normalize
 
 
 def make_eval_step(model: ViT, mesh: Mesh) -> Callable[..., tuple[jax.Array, jax.Array]]:
@@ -63,15 +61,3 @@ def jax_logits(path: str | Path, split: Split, batch_size: int = 500) -> np.ndar
     params = jax.device_put(params)
     out = [np.asarray(forward(params, split.images[i : i + batch_size])) for i in range(0, len(split), batch_size)]
     return np.concatenate(out).astype(np.float32)
-
-
-def disagreements(a: np.ndarray, b: np.ndarray, tie: float = NEAR_TIE) -> tuple[int, int]:
-    """(predictions that differ, of which not near-ties): a tie is a top-2 gap under `tie` in either model."""
-    differ = np.argmax(a, -1) != np.argmax(b, -1)
-
-    def gap(logits: np.ndarray) -> np.ndarray:
-        top2 = np.sort(logits, -1)[:, -2:]
-        return (top2[:, 1] - top2[:, 0]) / np.maximum(1.0, np.abs(top2[:, 1]))
-
-    ties = (gap(a) < tie) | (gap(b) < tie)
-    return int(differ.sum()), int((differ & ~ties).sum())

@@ -37,6 +37,11 @@ def initialize_distributed(coordinator: str | None, num_processes: int | None, p
     jax.distributed.initialize(coordinator, num_processes, process_id)
 
 
+def is_lead() -> bool:
+    """Whether this process leads the run (process 0): the one that writes files and reports."""
+    return jax.process_index() == 0
+
+
 def make_mesh() -> Mesh:
     """Every device of every process on the one data axis."""
     return Mesh(np.asarray(jax.devices()), (AXIS,))

@@ -1,7 +1,7 @@
 """TrainState and the jitted train step: augmentation, loss, optimizer update and metrics in one program.
 
 `make_train_step` runs one step on a batch sent from the host; `make_multi_step` runs K consecutive
-steps in one dispatch, gathering each batch on the device from a resident split (train.device_data).
+steps in one dispatch, gathering each batch on the device from a resident split (train.jax_loop.device_data).
 Both compute the same steps: the same function of (state, batch, fold_in(rng, state.step)).
 """
 
@@ -16,8 +16,8 @@ import optax
 from jax.sharding import Mesh
 
 from jax_vit import ViT
-from train import device_data, sharding
-from train.augment import AugmentConfig, augment_batch
+from train.jax_loop import device_data, sharding
+from train.jax_loop.augment import AugmentConfig, augment_batch
 
 Batch = tuple[jax.Array, jax.Array]  # uint8 images (B, H, W, C), int32 labels (B,)
 Metrics = dict[str, jax.Array]
@@ -122,7 +122,7 @@ def make_multi_step(
 
     For small models on fast accelerators, where one step costs less than its Python dispatch and
     its host-to-device batch copy. `(images, labels)` is the whole training split, resident on the
-    device (train.device_data.put_split; replicated over the mesh); `indices` (K, B) int32 holds the
+    device (train.jax_loop.device_data.put_split; replicated over the mesh); `indices` (K, B) int32 holds the
     rows of K consecutive global batches (train.data.BatchOrder, the only per-call transfer: 4 bytes
     per example). A `lax.scan` over the K rows gathers each batch on the device and runs the step of
     make_train_step on it, with the same randomness (fold_in(rng, state.step)). Metrics come back

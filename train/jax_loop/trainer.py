@@ -1,4 +1,17 @@
-"""The training loop of `vit train`: data -> jitted steps -> metrics, evaluations and checkpoints."""
+"""The training loop of `vit train`: data -> jitted steps -> metrics, evaluations and checkpoints.
+
+`train` runs a run's stages in order (train.torch_loop.trainer has the same stages, by the same names):
+  _set_up              check the flags, read the data, resolve the recipe for the run's length, build the
+                       model and optimizer: a _Setup
+  _initial_state       step 0: fresh parameters, optimizer state and the run's key
+  _resume              the newest good checkpoint in their place, with notes on what changed since
+  _open_progress       the bar and the notes that open the run
+  _dispatcher          how one call runs its steps (split on the device, or batches from the host)
+  _train_loop          the calls, each followed by what falls due at its last step:
+    _write_train_record  a metrics.jsonl train record (and the divergence check)
+    _evaluate_round      an evaluation: eval records, notes, curves.png
+  _finish              the final save: model.safetensors and the run's result
+"""
 
 from __future__ import annotations
 
@@ -6,7 +19,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -15,22 +28,90 @@ import numpy as np
 import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
-from train import device_data, recipes, run, sharding
-from train.checkpoint import Checkpoints
-from train.evaluate import evaluate, make_eval_step
-from train.finetune import finetune_start
+from train import recipes, run
+from train.finetune import finetune_weights
+from train.jax_loop import device_data, sharding
+from train.jax_loop.checkpoint import Checkpoints
+from train.jax_loop.evaluate import evaluate, make_eval_step
+from train.jax_loop.optim import make_optimizer
 from train.metrics import MetricsLog, Progress
-from train.optim import make_optimizer
-from train.recipes import get_recipe
+from train.recipes import Recipe, get_recipe
 from train.run import DivergedError, TrainOptions, TrainResult, default_workdir, model_config  # noqa: F401 (re-exported)
-from train.step import TrainState, make_multi_step, make_train_step
+from train.jax_loop.step import Metrics, StepFn, TrainState, make_multi_step, make_train_step
 from vit_spec import ViTConfig
+
+if TYPE_CHECKING:
+    import optax
+    from jax.sharding import Mesh
 
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 # `initial_params(config, rng) -> params`: where a run's parameters come from. jax_vit.init_params by
 # default; `vit train --init-from FILE` plugs a loader in here.
 InitialParams = Callable[[ViTConfig, jax.Array], Any]
+
+# `dispatch(state, step, done) -> (state, metrics)`: one call running steps step..done-1 (_dispatcher).
+Dispatch = Callable[[TrainState, int, int], tuple[TrainState, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """A run's examples. The training split is in memory (a data_lib.Split) or, with --streaming, its tfds data
+    source, read batch by batch as the steps need it; the held-out splits are in memory either way."""
+
+    train: Any  # data_lib.Split, or a data source when streamed
+    streamed: bool
+    validation: data_lib.Split | None
+    test: data_lib.Split
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    name: str
+    examples: int  # of the training split before the hold-out
+    class_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What set-up decides before any state exists; the rest of the run reads it. Only _resume replaces it
+    (a resumed run keeps its checkpoint's seed)."""
+
+    options: TrainOptions  # workdir filled in
+    workdir: Path
+    mesh: Mesh
+    lead: bool  # process 0: the one that writes files and notes
+    on_device: bool  # the training split is kept on the device (_on_device)
+    data: _Data
+    order: data_lib.BatchOrder
+    spe: int  # steps per epoch
+    total: int  # steps of the whole run
+    checkpoint_every: int
+    recipe: Recipe  # resolved for the run's length, normalising as the model expects
+    config: ViTConfig
+    model: ViT
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    initial_params: InitialParams
+    meta: dict[str, Any]  # what config.json and every checkpoint record
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where the loop begins: step 0 with fresh state, or a checkpoint's step and state."""
+
+    step: int
+    state: TrainState
+    rng: jax.Array  # the run's key: a step draws from fold_in(rng, step)
+    resumed: bool = False
+
+
+@dataclasses.dataclass
+class _Window:
+    """The calls dispatched since the last train record, which the next one summarises, and its clock."""
+
+    step: int  # where the window began: a divergence happened after it
+    tick: float  # time.perf_counter() at its start, moved on past compiling, evaluating and saving
+    pending: list[Metrics] = dataclasses.field(default_factory=list)  # one per call
+    untimed: int = 0  # steps of calls that compiled their program: no speed for them
 
 
 def train(
@@ -40,192 +121,306 @@ def train(
 
     `dataset` replaces reading options.dataset from tfds (tests pass small in-memory data).
     """
+    setup = _set_up(options, dataset, initial_params)
+    # State: fresh (or from initial_params), then replaced by the newest good checkpoint.
+    start = _initial_state(setup)
+    checkpoints = Checkpoints(setup.workdir, keep=setup.options.keep_checkpoints)
+    setup, start = _resume(setup, checkpoints, start)
+    if setup.lead:
+        run.write_config(setup.workdir, setup.meta, setup.options)
+
+    log = MetricsLog(setup.workdir, start.step, enabled=setup.lead)
+    train_step = make_train_step(setup.model, setup.tx, setup.schedule, setup.recipe.augment, setup.data.num_classes,
+                                 setup.mesh)
+    eval_step = make_eval_step(setup.model, setup.mesh)
+    progress = _open_progress(setup, start)
+    dispatch = _dispatcher(setup, start, train_step)
+    try:
+        state, evals = _train_loop(setup, start, dispatch, eval_step, checkpoints, log, progress)
+    finally:
+        progress.close()
+    return _finish(setup, state, evals, eval_step, checkpoints, log)
+
+
+def _on_device(options: TrainOptions) -> bool:
+    """Whether the training split is kept on the device: several steps per call gather their batches there."""
+    return options.data_on_device or options.steps_per_dispatch > 1
+
+
+def _check(options: TrainOptions) -> None:
+    """Refuses what this trainer cannot run, before anything is built or read."""
     run.check_options(options, DTYPES)
     if options.framework != "jax":
-        raise ValueError(f"train.trainer trains the JAX model; --framework {options.framework} has its own trainer")
+        raise ValueError(f"train.jax_loop.trainer trains the JAX model; --framework {options.framework} has its own trainer")
     if options.steps_per_dispatch < 1:
         raise ValueError(f"--steps-per-dispatch must be at least 1, got {options.steps_per_dispatch}")
-    # Several steps per call gather their batches on the device, from the split kept there.
-    on_device = options.data_on_device or options.steps_per_dispatch > 1
-    if on_device and options.streaming:
+    if _on_device(options) and options.streaming:
         raise ValueError(
             "--streaming reads batches on the host, for data too large for memory: it cannot be combined with "
             "--steps-per-dispatch above 1 or --data-on-device, which keep the whole split on the device"
         )
+
+
+def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_params: InitialParams | None) -> _Setup:
+    """Everything the run decides before its state exists. The flags are checked before any data is read; the
+    data then gives the steps per epoch, hence the run's length, for which the recipe is resolved."""
+    _check(options)
     recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
     architecture = run.architecture(options)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(recipe.batch_size, mesh)
-    lead = jax.process_index() == 0
     if options.workdir is None:
         options = dataclasses.replace(options, workdir=default_workdir(options))
-    workdir = Path(options.workdir)
 
-    # Data: the training split in memory, or streamed from its data source.
-    train_source = None
-    if dataset is None and options.streaming:
-        sources = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))
-        num_classes, image_shape = data_lib.describe(sources["train"])
-        train_source, test = sources["train"], data_lib.load_split(sources["test"], "test")
-        n_all = len(train_source)
-        train_idx, held_out = data_lib.validation_indices(n_all, options.validation)
-        validation = data_lib.read_split(train_source, held_out) if options.validation else None
-        if options.validation:
-            train_source = data_lib.SourceSubset(train_source, train_idx)
-        n_train = len(train_source)
-        dataset_name = options.dataset
-        class_names = tuple(data_lib.label_names(sources["train"]))
-    else:
-        loaded = run.load_in_memory(options, dataset)
-        train_split, validation, test = loaded.train, loaded.validation, loaded.test
-        num_classes, image_shape, n_train = loaded.num_classes, loaded.image_shape, len(loaded.train)
-        dataset_name, n_all, class_names = loaded.name, loaded.examples, loaded.class_names
-
-    order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
+    data = _load_data(options, dataset)
+    order = data_lib.BatchOrder(len(data.train), recipe.batch_size, options.seed)
     spe = order.steps_per_epoch
     total = options.steps or recipe.epochs * spe
-    checkpoint_every = options.checkpoint_every or spe
     # The regularisation of a run of this length (the default recipe scales it), then the flags' parts.
     recipe = recipes.resolve(recipe, total / spe, options.regularisation)
     if options.init_from:
         config, initial_params = finetune_start(
-            options.init_from, image_shape, num_classes, recipe.model_overrides, options.init_variant
+            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant
         )
     else:
-        config = model_config(options.model, recipe, num_classes, image_shape, **architecture)
+        config = model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
     # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
     recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
     tx, schedule = make_optimizer(recipe, spe, total)
     model = ViT(config, dtype=DTYPES[options.dtype])
+    on_device = _on_device(options)
     meta = {
-        **run.run_meta(options, config, dataset_name, recipe, total, spe, n_all),
-        # Runs of another K (or data path) agree to float32 rounding, not bit for bit (train.step.make_multi_step).
+        **run.run_meta(options, config, data.name, recipe, total, spe, data.examples),
+        # Runs of another K (or data path) agree to float32 rounding, not bit for bit (train.jax_loop.step.make_multi_step).
         "steps_per_dispatch": options.steps_per_dispatch,
         "data_on_device": on_device,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
     }
+    return _Setup(
+        options=options, workdir=Path(options.workdir), mesh=mesh, lead=jax.process_index() == 0, on_device=on_device,
+        data=data, order=order, spe=spe, total=total, checkpoint_every=options.checkpoint_every or spe, recipe=recipe,
+        config=config, model=model, tx=tx, schedule=schedule,
+        initial_params=initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key)), meta=meta,
+    )
 
-    # State: fresh (or from initial_params), then replaced by the newest good checkpoint.
-    repl = sharding.replicated(mesh)
-    init = initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key))
-    params = sharding.replicate(mesh, sharding.to_host(init(config, jax.random.key(options.seed))))
-    state = jax.jit(lambda p: TrainState.create(p, tx), out_shardings=repl)(params)
-    rng = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(options.seed), 1))))
-    checkpoints = Checkpoints(workdir, keep=options.keep_checkpoints)
-    restored = checkpoints.restore_latest({"state": state, "rng": rng}, meta)
-    start = 0
-    if restored is not None:
-        start, tree, found = restored
-        run.check_not_past_end(start, total, workdir)
-        state, rng = tree["state"], tree["rng"]
-        if found.get("seed", options.seed) != options.seed:
-            # The run continues as it began: its data order and augmentation follow its own seed.
-            print(f"note: resuming with the checkpoint's seed {found['seed']} (not --seed {options.seed})", file=sys.stderr)
-            options = dataclasses.replace(options, seed=found["seed"])
-            order = data_lib.BatchOrder(n_train, recipe.batch_size, options.seed)
-            meta["seed"] = options.seed
-        if found.get("total_steps", total) != total:
-            print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
-        if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
-            print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
-                  f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
-                  "compiled otherwise, so equal to float32 rounding, not necessarily bit for bit", file=sys.stderr)
-    if lead:
-        run.write_config(workdir, meta, options)
 
-    log = MetricsLog(workdir, start, enabled=lead)
-    train_step = make_train_step(model, tx, schedule, recipe.augment, num_classes, mesh)
-    eval_step = make_eval_step(model, mesh)
-    progress = Progress(total, start, enabled=options.progress and lead)
-    if lead:
-        progress.note(recipes.describe(recipe, total / spe))
-        progress.note(f"training on {n_train} examples, {len(validation) if validation is not None else 'none'} held out for validation"
-                      + ("" if validation is not None else " (--validation 0: the test split is scored once, at the end)"))
-    if restored is not None:
-        progress.note(f"resuming from step {start} of {total} in {workdir}")
+def _load_data(options: TrainOptions, dataset: data_lib.Dataset | None) -> _Data:
+    """options.dataset (or `dataset`) with --validation held out: in memory, or with --streaming (and no
+    `dataset`) the training split as its data source and only the held-out splits read into memory."""
+    if dataset is not None or not options.streaming:
+        loaded = run.load_in_memory(options, dataset)
+        return _Data(loaded.train, False, loaded.validation, loaded.test, loaded.num_classes, loaded.image_shape,
+                     loaded.name, loaded.examples, loaded.class_names)
+    sources = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))
+    num_classes, image_shape = data_lib.describe(sources["train"])
+    train_source, test = sources["train"], data_lib.load_split(sources["test"], "test")
+    examples = len(train_source)
+    train_idx, held_out = data_lib.validation_indices(examples, options.validation)
+    validation = data_lib.read_split(train_source, held_out) if options.validation else None
+    if options.validation:
+        train_source = data_lib.SourceSubset(train_source, train_idx)
+    return _Data(train_source, True, validation, test, num_classes, image_shape, options.dataset, examples,
+                 tuple(data_lib.label_names(sources["train"])))
+
+
+def _initial_state(setup: _Setup) -> _Start:
+    """Step 0: setup.initial_params under the run's seed and a fresh optimizer state, replicated over the mesh,
+    and the run's key."""
+    mesh, seed = setup.mesh, setup.options.seed
+    params = sharding.replicate(mesh, sharding.to_host(setup.initial_params(setup.config, jax.random.key(seed))))
+    state = jax.jit(lambda p: TrainState.create(p, setup.tx), out_shardings=sharding.replicated(mesh))(params)
+    rng = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))))
+    return _Start(0, state, rng)
+
+
+def _resume(setup: _Setup, checkpoints: Checkpoints, fresh: _Start) -> tuple[_Setup, _Start]:
+    """The newest good checkpoint in place of `fresh`, when the workdir holds one (of this run, not past its
+    end), and notes on what differs from the flags: the checkpoint's seed wins, a new length or dispatch is
+    followed."""
+    restored = checkpoints.restore_latest({"state": fresh.state, "rng": fresh.rng}, setup.meta)
+    if restored is None:
+        return setup, fresh
+    start, tree, found = restored
+    run.check_not_past_end(start, setup.total, setup.workdir)
+    options, total, on_device = setup.options, setup.total, setup.on_device
+    if found.get("seed", options.seed) != options.seed:
+        # The run continues as it began: its data order and augmentation follow its own seed.
+        print(f"note: resuming with the checkpoint's seed {found['seed']} (not --seed {options.seed})", file=sys.stderr)
+        options = dataclasses.replace(options, seed=found["seed"])
+        order = data_lib.BatchOrder(len(setup.data.train), setup.recipe.batch_size, options.seed)
+        setup = dataclasses.replace(setup, options=options, order=order, meta={**setup.meta, "seed": options.seed})
+    if found.get("total_steps", total) != total:
+        print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
+    if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
+        print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
+              f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
+              "compiled otherwise, so equal to float32 rounding, not necessarily bit for bit", file=sys.stderr)
+    return setup, _Start(start, tree["state"], tree["rng"], resumed=True)
+
+
+def _open_progress(setup: _Setup, start: _Start) -> Progress:
+    """The progress bar, from the loop's first step, and the notes that open the run (the lead's only, but for
+    where it resumes)."""
+    data, total = setup.data, setup.total
+    progress = Progress(total, start.step, enabled=setup.options.progress and setup.lead)
+    if setup.lead:
+        progress.note(recipes.describe(setup.recipe, total / setup.spe))
+        progress.note(f"training on {len(data.train)} examples, {len(data.validation) if data.validation is not None else 'none'} held out for validation"
+                      + ("" if data.validation is not None else " (--validation 0: the test split is scored once, at the end)"))
+    if start.resumed:
+        progress.note(f"resuming from step {start.step} of {total} in {setup.workdir}")
+    return progress
+
+
+def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn) -> Dispatch:
+    """How one call runs its steps. With the split on the device, it goes there once and each call sends only
+    its batches' rows (K steps a call); otherwise each call is one step on a batch read on the host, from
+    memory or streamed, in this process's share."""
+    mesh, order, rng, data = setup.mesh, setup.order, start.rng, setup.data
     pi, pc = jax.process_index(), jax.process_count()
-    if on_device:
-        # The split goes to the device once; each call then sends only its batches' rows.
-        train_split = device_data.put_split(train_split, mesh)
-        multi_step = make_multi_step(model, tx, schedule, recipe.augment, num_classes, mesh)
-    elif train_source is not None:
-        batches = iter(data_lib.StreamingBatches(train_source, order, start, total, pi, pc))
-    else:
-        batches = data_lib.memory_batches(train_split, order, start, total, pi, pc)
-    # A call never runs past a step that logs, evaluates or checkpoints: those need its state.
-    boundaries = (options.log_every, checkpoint_every, spe * options.eval_every)
+    if setup.on_device:
+        train_split = device_data.put_split(data.train, mesh)
+        multi_step = make_multi_step(setup.model, setup.tx, setup.schedule, setup.recipe.augment, data.num_classes, mesh)
 
-    pending: list[dict[str, jax.Array]] = []
-    tick, tick_step = time.perf_counter(), start
+        def dispatch_rows(state: TrainState, step: int, done: int) -> tuple[TrainState, Metrics]:
+            rows = device_data.global_rows(mesh, device_data.chunk_rows(order, step, done - step, pi, pc))
+            return multi_step(state, train_split, rows, rng)
+
+        return dispatch_rows
+    if data.streamed:
+        batches = iter(data_lib.StreamingBatches(data.train, order, start.step, setup.total, pi, pc))
+    else:
+        batches = data_lib.memory_batches(data.train, order, start.step, setup.total, pi, pc)
+
+    def dispatch_batch(state: TrainState, step: int, done: int) -> tuple[TrainState, Metrics]:
+        images, labels = sharding.global_batch(mesh, *next(batches))
+        return train_step(state, (images, labels), rng)
+
+    return dispatch_batch
+
+
+def _train_loop(
+    setup: _Setup,
+    start: _Start,
+    dispatch: Dispatch,
+    eval_step: Callable[..., Any],
+    checkpoints: Checkpoints,
+    log: MetricsLog,
+    progress: Progress,
+) -> tuple[TrainState, dict[str, dict[str, float]]]:
+    """Runs the steps from start.step to the end, call by call; after each call, the train record, evaluation
+    and checkpoint due at its last step. Returns the final state and the latest scores per split."""
+    options, spe, total = setup.options, setup.spe, setup.total
+    # A call never runs past a step that logs, evaluates or checkpoints: those need its state.
+    boundaries = (options.log_every, setup.checkpoint_every, spe * options.eval_every)
+    steps_per_call = options.steps_per_dispatch if setup.on_device else 1
+    window = _Window(start.step, time.perf_counter())
     evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
-    untimed = 0  # pending steps of calls that compiled their program: no speed for them
     compiled: set[int] = set()  # the call lengths (steps per call) compiled so far
-    try:
-        step = start
-        while step < total:
-            done = call_end(step, options.steps_per_dispatch if on_device else 1, total, boundaries)
-            compiles = done - step not in compiled
-            if compiles:
-                jax.block_until_ready(pending)  # the calls before are timed up to here
-                compile_start = time.perf_counter()
-            if on_device:
-                rows = device_data.global_rows(mesh, device_data.chunk_rows(order, step, done - step, pi, pc))
-                state, metrics = multi_step(state, train_split, rows, rng)
-            else:
-                images, labels = sharding.global_batch(mesh, *next(batches))
-                state, metrics = train_step(state, (images, labels), rng)
-            pending.append(metrics)
-            progress.dispatched(done - step, metrics)  # the bar counts the steps as they finish
-            if compiles:  # leave compilation out of images/s
-                jax.block_until_ready(metrics)
-                tick += time.perf_counter() - compile_start
-                untimed += done - step
-                compiled.add(done - step)
-            step = done
-            is_last = done == total
-            want_eval = run.wants_eval(done, total, spe, options.eval_every, validation is not None)
-            want_checkpoint = is_last or done % checkpoint_every == 0
-            if pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
-                jax.block_until_ready(pending)  # steps run asynchronously: time them once finished
-                progress.drain()
-                record = _summarise(pending, done, spe, recipe.batch_size, time.perf_counter() - tick, untimed)
-                if not record.pop("finite"):
-                    good = checkpoints.steps()
-                    raise DivergedError(run.diverged_message(tick_step, done, good, checkpoints.directory))
-                log.write(record)
-                progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
-                              img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
-                pending, tick, tick_step, untimed = [], time.perf_counter(), done, 0
-            if want_eval:
-                # Evaluations score the held-out examples; the test split only once, at the end.
-                scored = {"validation": validation, "test": test} if is_last else {"validation": validation}
-                for name, split in scored.items():
-                    if split is None:
-                        continue
-                    evals[name] = evaluate(eval_step, state.params, split, mesh, options.eval_batch_size)
-                    log.write({"kind": "eval", "split": name, "step": done, "epoch": done / spe, **evals[name]})
-                    progress.note(f"step {done} (epoch {done / spe:.2f}): {name} accuracy {evals[name]['accuracy']:.4f}, "
-                                  f"{name} loss {evals[name]['loss']:.4f}")
-                log.plot(workdir / "curves.png")
-                tick = time.perf_counter()  # nor is evaluating
-            if want_checkpoint:
-                checkpoints.save(done, state, rng, meta)
-                tick = time.perf_counter()  # saving is not training time
-    finally:
-        progress.close()
+    state, step = start.state, start.step
+    while step < total:
+        done = call_end(step, steps_per_call, total, boundaries)
+        compiles = done - step not in compiled
+        if compiles:
+            jax.block_until_ready(window.pending)  # the calls before are timed up to here
+            compile_start = time.perf_counter()
+        state, metrics = dispatch(state, step, done)
+        window.pending.append(metrics)
+        progress.dispatched(done - step, metrics)  # the bar counts the steps as they finish
+        if compiles:  # leave compilation out of images/s
+            jax.block_until_ready(metrics)
+            window.tick += time.perf_counter() - compile_start
+            window.untimed += done - step
+            compiled.add(done - step)
+        step = done
+        want_eval = run.wants_eval(done, total, spe, options.eval_every, setup.data.validation is not None)
+        want_checkpoint = done == total or done % setup.checkpoint_every == 0
+        if window.pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
+            window = _write_train_record(setup, window, done, checkpoints, log, progress)
+        if want_eval:
+            evals.update(_evaluate_round(setup, eval_step, state.params, done, log, progress))
+            window.tick = time.perf_counter()  # nor is evaluating
+        if want_checkpoint:
+            checkpoints.save(done, state, start.rng, setup.meta)
+            window.tick = time.perf_counter()  # saving is not training time
+    return state, evals
+
+
+def _write_train_record(
+    setup: _Setup, window: _Window, done: int, checkpoints: Checkpoints, log: MetricsLog, progress: Progress
+) -> _Window:
+    """Writes the train record of the window's calls, once they have finished, and opens the next window at
+    `done`. A non-finite loss or gradient among them ends the run: DivergedError names the checkpoints to
+    go back to."""
+    jax.block_until_ready(window.pending)  # steps run asynchronously: time them once finished
+    progress.drain()
+    record = _summarise(window.pending, done, setup.spe, setup.recipe.batch_size, time.perf_counter() - window.tick,
+                        window.untimed)
+    if not record.pop("finite"):
+        good = checkpoints.steps()
+        raise DivergedError(run.diverged_message(window.step, done, good, checkpoints.directory))
+    log.write(record)
+    progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
+                  img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
+    return _Window(done, time.perf_counter())
+
+
+def _evaluate_round(
+    setup: _Setup, eval_step: Callable[..., Any], params: Any, step: int, log: MetricsLog, progress: Progress
+) -> dict[str, dict[str, float]]:
+    """One evaluation at `step`: each split scored, logged as an eval record and noted, then curves.png redrawn.
+    Returns the scores by split."""
+    score = lambda split: evaluate(eval_step, params, split, setup.mesh, setup.options.eval_batch_size)
+    return run.evaluation_round(setup.data.validation, setup.data.test, step, setup.total, setup.spe, score, log,
+                                progress, setup.workdir / "curves.png")
+
+
+def _finish(
+    setup: _Setup,
+    state: TrainState,
+    evals: dict[str, dict[str, float]],
+    eval_step: Callable[..., Any],
+    checkpoints: Checkpoints,
+    log: MetricsLog,
+) -> TrainResult:
+    """The final save: model.safetensors (by the lead), then the run's result. The scores are the loop's last
+    evaluation's; when it scored no test split (a finished run resumed), they are taken here."""
+    data = setup.data
     if "test" not in evals:  # resumed a finished run: nothing trained, still report
-        for name, split in (("validation", validation), ("test", test)):
+        evals = dict(evals)
+        for name, split in (("validation", data.validation), ("test", data.test)):
             if split is not None:
-                evals[name] = evaluate(eval_step, state.params, split, mesh, options.eval_batch_size)
+                evals[name] = evaluate(eval_step, state.params, split, setup.mesh, setup.options.eval_batch_size)
     host_params = sharding.to_host(state.params)
-    if lead:
-        jax_vit.save(workdir / "model.safetensors", config, host_params, class_names)
+    if setup.lead:
+        jax_vit.save(setup.workdir / "model.safetensors", setup.config, host_params, data.class_names)
     checkpoints.close()
     val = evals.get("validation", {})
-    return TrainResult(str(workdir), config, total, evals["test"]["accuracy"], evals["test"]["loss"],
+    return TrainResult(str(setup.workdir), setup.config, setup.total, evals["test"]["accuracy"], evals["test"]["loss"],
                        val.get("accuracy"), val.get("loss"), host_params, log.records)
+
+
+def finetune_start(
+    path: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    overrides: Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any]]:
+    """(config, initial_params) of the JAX trainer for fine-tuning the checkpoint at `path` (finetune_weights'
+    arguments): the missing parameters (a new head) come from jax_vit.init_params."""
+    config, state_dict, missing = finetune_weights(path, image_shape, num_classes, overrides, variant)
+
+    def initial_params(cfg: ViTConfig, rng: Any) -> Any:
+        full = dict(state_dict)
+        if missing:
+            fresh = jax_vit.state_dict_from_params(cfg, jax_vit.init_params(cfg, rng))
+            full.update({name: np.asarray(fresh[name], np.float32) for name in missing})
+        return jax_vit.params_from_state_dict(cfg, full)
+
+    return config, initial_params
 
 
 def call_end(step: int, steps_per_call: int, total: int, boundaries: tuple[int, ...]) -> int:

@@ -1,4 +1,4 @@
-"""The PyTorch twin of `train.augment`: the same train-step augmentation, built from torchvision's v2 transforms.
+"""The PyTorch twin of `train.jax_loop.augment`: the same train-step augmentation, built from torchvision's v2 transforms.
 
 In the order of the JAX `augment_batch`: random crop with zero padding -> horizontal flip -> RandAugment
 -> normalise -> one-hot targets + label smoothing -> batch mixup/CutMix. Every draw comes from torch's
@@ -156,7 +156,7 @@ def augment_batch(
             a GPU they would be a few kernel launches per image.
         labels: class indices.
         num_classes: width of the targets.
-        cfg: what to do, as for the JAX `train.augment.augment_batch`.
+        cfg: what to do, as for the JAX `train.jax_loop.augment.augment_batch`.
     """
     _check_inputs(images, labels, len(cfg.mean))
     with _one_intra_op_thread():

@@ -1,6 +1,6 @@
 """Checkpoints of a PyTorch run: WORKDIR/checkpoints/step_N.pt, written atomically, the last K kept.
 
-Each holds the model's and the optimizer's state dicts and the run's meta (as train.checkpoint's JSON
+Each holds the model's and the optimizer's state dicts and the run's meta (as train.jax_loop.checkpoint's JSON
 "meta" item for JAX), used to refuse another run's checkpoint. A file is written beside its final name
 and renamed when complete, so a killed run leaves only whole checkpoints; one damaged later is moved
 aside and the previous one used.

@@ -1,6 +1,6 @@
-"""The PyTorch train step: torch.optim optimizer of a recipe, its learning rate, the loss and one update.
+"""The PyTorch train step: the recipe's optimizer (train.torch_loop.optim), its learning rate, the loss and one update.
 
-The same semantics as the JAX step (train.step, train.optim), which the parity suite checks update by
+The same semantics as the JAX step (train.jax_loop.step, train.jax_loop.optim), which the parity suite checks update by
 update: PyTorch's Adam with L2 decay (`adam_l2`) or AdamW with weight decay masked to matrices
 (`adamw`), gradients clipped to a global norm as optax clips them, the learning rate of
 train.schedule set before each update, soft-target cross-entropy (label smoothing, mixup, CutMix).
@@ -14,51 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from torch_vit import ViT
-from train import torch_augment
 from train.augment_config import AugmentConfig
-from train.recipes import Recipe, RecipeError
+from train.recipes import Recipe
 from train.schedule import learning_rate
-
-# Parameters that weight decay leaves alone besides vectors (biases, norm scales): as train.optim.
-NO_DECAY_NAMES = ("pos_embed", "cls_token")
+from train.torch_loop import augment as torch_augment
+from train.torch_loop.optim import clip_by_global_norm, global_norm, make_optimizer
 
 Metrics = dict[str, float]
-
-
-def decays(name: str, param: torch.Tensor) -> bool:
-    """True where AdamW's weight decay applies: matrices and conv kernels (JAX's "kernel" leaves), never
-    biases, norms, the position embedding or the [CLS] token."""
-    return param.ndim >= 2 and name.split(".")[-1] not in NO_DECAY_NAMES
-
-
-def make_optimizer(model: ViT, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's torch.optim optimizer; its learning rate is set before each step (train_step)."""
-    if recipe.optimizer == "adam_l2":
-        # PyTorch's own L2 decay: wd * param added to every gradient, as the tutorial's Adam(weight_decay=wd).
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(recipe.b1, recipe.b2), eps=recipe.eps,
-                                weight_decay=recipe.weight_decay, foreach=False)
-    if recipe.optimizer == "adamw":
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in named if decays(n, p)], "weight_decay": recipe.weight_decay},
-            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.b1, recipe.b2), eps=recipe.eps, foreach=False)
-    raise RecipeError(f"unknown optimizer {recipe.optimizer!r}: use 'adam_l2' or 'adamw'")
-
-
-def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
-@torch.no_grad()
-def clip_by_global_norm(grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor) -> None:
-    """optax.clip_by_global_norm in place: scale by max_norm / norm when norm exceeds max_norm.
-
-    Not torch.nn.utils.clip_grad_norm_, which divides by (norm + 1e-6) and so clips a little everywhere.
-    """
-    if norm >= max_norm:
-        torch._foreach_mul_(grads, max_norm / norm)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,7 +32,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 class TrainStep:
     """One update of `model` with the recipe's optimizer, clipping and learning rate.
 
-    `step(images_u8, labels, step_index)` augments the uint8 NHWC batch (train.torch_augment, drawing
+    `step(images_u8, labels, step_index)` augments the uint8 NHWC batch (train.torch_loop.augment, drawing
     from torch's global RNG, which the trainer seeds per step), runs forward and backward, clips, updates
     and returns the metrics of the JAX step: loss, accuracy (of the unmixed labels), lr, grad_norm
     (before clipping), finite. A non-finite loss or gradient leaves the parameters untouched.

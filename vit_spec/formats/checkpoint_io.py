@@ -21,7 +21,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vit_spec.config import ConfigError, ViTConfig
-from vit_spec.formats import big_vision, google_npz, hf, timm
+import vit_spec.formats.big_vision as big_vision
+import vit_spec.formats.google_npz as google_npz
+import vit_spec.formats.hf as hf
+import vit_spec.formats.timm as timm
 from vit_spec.formats.adapt import adapt_checkpoint, missing_params
 from vit_spec.formats.checkpoint import Checkpoint, apply_overrides, check_layout
 from vit_spec.formats.errors import FormatError

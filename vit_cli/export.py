@@ -1,0 +1,43 @@
+"""`vit export`: a weights file as a model that runs without this project: ONNX (through the PyTorch twin)
+or StableHLO (through jax.export), each checked against both twins before it is written (twins.exports)."""
+
+from __future__ import annotations
+
+import argparse
+
+from twins.exports import FORMATS, TOL, export, parse_platforms
+
+
+def _run(args: argparse.Namespace) -> int:
+    platforms = parse_platforms(args.platforms) if args.to == "stablehlo" else []
+    meta, checks = export(args.weights, args.to, args.out, args.images, platforms)
+    for key in ("opset", "calling_convention_version", "platforms", "in", "out", "input", "output"):
+        if key in meta:
+            print(f"{key}: {meta[key]}")
+    for check in checks:
+        print(check)
+    worst = max(checks, key=lambda c: c.scaled)
+    print(f"worst difference {worst.scaled:.2e} (scaled) on {worst.inputs} vs {worst.twin}: within {TOL:.0e}")
+    wrote = [args.out] + ([args.out + ".mlirbc"] if args.to == "stablehlo" else [])
+    print("wrote " + " and ".join(wrote))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a weights file to ONNX (through PyTorch) or StableHLO (through jax.export), checked against both twins",
+        description="Exports the model with a dynamic batch axis and its weights inside, runs the export (onnxruntime, or "
+        "the reloaded jax.export artifact) on random images at two batch sizes and on --images, and compares its "
+        f"logits with both twins'; a difference above {TOL:g} (scaled by the largest logit) fails the command and "
+        "writes nothing. ONNX takes NCHW, StableHLO NHWC, both float32 normalised with the weights' image_mean / "
+        "image_std. --to stablehlo writes OUT (jax.export's serialization, with its calling convention: "
+        "jax.export.deserialize) and OUT.mlirbc (the StableHLO bytecode alone, for runtimes without JAX).",
+    )
+    p.add_argument("weights", help="a .safetensors weights file of this project")
+    p.add_argument("--to", required=True, choices=FORMATS, help="the format")
+    p.add_argument("out", help="the file to write (e.g. model.onnx, model.jax)")
+    p.add_argument("--images", nargs="+", default=[], metavar="FILE", help="real images (PNG/JPEG) to check the export on too")
+    p.add_argument("--platforms", default="cpu,cuda,tpu",
+                   help="StableHLO: the platforms to lower for, comma-separated; the check runs on this machine's (default: cpu,cuda,tpu)")
+    p.set_defaults(run=_run)

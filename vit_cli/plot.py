@@ -1,0 +1,44 @@
+"""`vit plot WORKDIR... --out PNG`: loss, accuracy and learning rate of training runs on shared axes
+(vit_figures.curves).
+
+Reads each workdir's metrics.jsonl (train.metrics.MetricsLog writes it) and draws one colour per run, in
+the style of the run's own curves.png: train a solid line, validation dashed with markers, test a marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw the loss, accuracy and learning rate of training runs on shared axes",
+        description="Reads WORKDIR/metrics.jsonl of each run and draws loss, accuracy and learning rate side by "
+        "side, one colour per run (train solid, validation dashed, test a marker), and prints where each run ended.",
+    )
+    p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="workdirs of `vit train` runs")
+    p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write (its directory is created)")
+    p.add_argument("--x", choices=("epoch", "step"), default="epoch",
+                   help="x axis (default: epoch, comparable across batch sizes)")
+    p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per WORKDIR (default: their names)")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vit_figures import curves
+
+    if args.labels is not None and len(args.labels) != len(args.workdirs):
+        raise ValueError(f"--labels gave {len(args.labels)} labels for {len(args.workdirs)} workdirs: "
+                         "give one per WORKDIR, in the same order")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory: give the path of a PNG file")
+    labels = args.labels or curves.default_labels(args.workdirs)
+    runs = [curves.read_records(w) for w in args.workdirs]  # every run read before anything is written
+    curves.save(curves.draw(runs, labels, args.x), args.out)
+    width = max(len(label) for label in labels)
+    for label, records in zip(labels, runs):
+        print(curves.summary_line(label, records, width))
+    print(f"curves in {args.out}")
+    return 0
