@@ -8,6 +8,8 @@ Prints one "peer-diff" line per comparison: pytest parity_tests -k peers -s | gr
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ import torch_vit  # noqa: E402
 from vit_cli.main import main  # noqa: E402
 from parity_tests.peers import convert, images_nchw, our_logits, perturb, report, scaled_diff  # noqa: E402
 from vit_spec import ViTConfig  # noqa: E402
+from vit_spec.formats import load_checkpoint  # noqa: E402
 
 
 
@@ -118,6 +121,44 @@ def test_hf_vitmodel_pooler_is_pre_logits(tmp_path):
     convert(ours, back, "--to", "hf")
     reloaded = ViTModel.from_pretrained(back, attn_implementation="eager").eval()
     report("vit -> hf ViTModel pooler", hf=scaled_diff(hf_forward(reloaded, images), out_torch))
+
+
+def test_hf_classifier_ignores_its_pooler_tensors(tmp_path, capsys, caplog):
+    """A ViTForImageClassification file that also holds vit.pooler.dense.* (issue 18): HF builds the classifier's
+    ViT without a pooler and ignores them (logits = classifier(layernorm([CLS]))), so `vit convert` and
+    load_checkpoint (`vit train --init-from`) must too, and name the tensors they leave out."""
+    from safetensors.torch import load_file, save_file
+
+    config = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                  patch_size=8, num_labels=5)
+    src = tmp_path / "hf"
+    build(ViTForImageClassification, 18, **config).save_pretrained(src)
+    tensors = load_file(src / "model.safetensors")
+    gen = torch.Generator().manual_seed(18)
+    tensors["vit.pooler.dense.weight"] = torch.randn(32, 32, generator=gen)
+    tensors["vit.pooler.dense.bias"] = torch.randn(32, generator=gen)
+    save_file(tensors, src / "model.safetensors", {"format": "pt"})
+    model = ViTForImageClassification.from_pretrained(src, attn_implementation="eager").eval()
+    images = images_nchw((32, 32), seed=18)
+    ref = hf_forward(model, images)
+
+    capsys.readouterr()
+    ours = tmp_path / "ours.safetensors"
+    convert(src, ours)
+    printed = capsys.readouterr().out
+    assert "vit.pooler.dense.weight" in printed and "vit.pooler.dense.bias" in printed, printed
+    loaded, _ = jax_vit.load(ours)
+    assert loaded.representation_size is None and loaded.num_classes == 5
+    out_jax, out_torch = our_logits(ours, images)
+    report("hf classifier with pooler tensors -> vit", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
+
+    with caplog.at_level(logging.INFO, logger="vit_spec.formats"):
+        config, state_dict = load_checkpoint(src)
+    assert config.representation_size is None and config.num_classes == 5
+    assert "vit.pooler.dense.weight" in caplog.text and "vit.pooler.dense.bias" in caplog.text
+    with torch.no_grad():
+        out = torch_vit.model_from_state_dict(config, state_dict)(torch.from_numpy(images)).numpy()
+    report("hf classifier with pooler tensors -> load_checkpoint", torch=scaled_diff(out, ref))
 
 
 def test_our_model_to_hf(tmp_path):

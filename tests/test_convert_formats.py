@@ -106,6 +106,39 @@ def test_hf_bare_state_dict_assumes_hf_defaults():
     assert set(back.assumed) == {"layer_norm_eps", "gelu", "image_mean", "image_std"}
 
 
+def test_hf_pooler_follows_architectures():
+    """Issue 18: pooler.dense.* is the pre-logits layer only where HF computes it: a ViTModel (or, with no
+    `architectures` recorded, as before, and said); a ViTForImageClassification ignores it, and so the reader."""
+    config = CONFIGS["cls-hf-like"]
+    arrays, hf_config, processor, _ = hf.to_hf(Checkpoint(config, random_weights(config, seed=2), "vit"))
+    assert hf_config["architectures"] == ["ViTForImageClassification"] and not any("pooler" in k for k in arrays)
+    rng = np.random.default_rng(0)
+    pooler = {"vit.pooler.dense.weight": rng.standard_normal((16, 16), dtype=np.float32),
+              "vit.pooler.dense.bias": rng.standard_normal(16, dtype=np.float32)}
+    with_pooler = {**arrays, **pooler}
+
+    classifier = hf.from_hf(with_pooler, hf_config, processor, "test")
+    assert classifier.config == config and "pre_logits.fc.weight" not in classifier.state_dict
+    said = " ".join(classifier.messages())
+    assert "vit.pooler.dense.weight" in said and "vit.pooler.dense.bias" in said and "ViTForImageClassification" in said
+
+    no_arch = {k: v for k, v in hf_config.items() if k != "architectures"}
+    for recorded in (no_arch, None):
+        kept = hf.from_hf(with_pooler, recorded, processor, "test", heads=2)
+        assert kept.config.representation_size == 16
+        assert np.array_equal(kept.state_dict["pre_logits.fc.weight"], pooler["vit.pooler.dense.weight"])
+        assert any("architectures" in m and "vit.pooler.dense.weight" in m for m in kept.messages())
+    # No pooler tensors, no architectures: nothing to say about a pooler.
+    assert not any("pooler" in m for m in hf.from_hf(arrays, no_arch, processor, "test").messages())
+
+    model = ViTConfig(image_size=12, patch_size=3, width=16, depth=2, heads=2, mlp_dim=32, num_classes=0,
+                      representation_size=8, layer_norm_eps=1e-12)
+    arrays, hf_config, processor, _ = hf.to_hf(Checkpoint(model, random_weights(model, seed=3), "vit"))
+    assert hf_config["architectures"] == ["ViTModel"] and "pooler.dense.weight" in arrays
+    back = hf.from_hf(arrays, hf_config, processor, "test")
+    assert back.config == model and not any("pooler" in m for m in back.messages())
+
+
 def test_hf_refusals():
     mean = CONFIGS["mean-nonsquare"]
     with pytest.raises(UnsupportedModelError, match="always reads a \\[CLS\\] token"):

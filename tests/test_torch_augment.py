@@ -176,6 +176,16 @@ def test_randaugment_magnitude_index_is_timm_level():
         assert bits == 8 - round(4 * level), (m, bits)  # JAX keeps 8 - round(4 |m|) bits
 
 
+def test_torchvision_posterize_keeps_the_documented_bits_per_magnitude():
+    from tests.test_train_augment import POSTERIZE_BITS, POSTERIZE_DOC
+
+    space = v2.RandAugment._AUGMENTATION_SPACE
+    for magnitude, bits in POSTERIZE_BITS.items():
+        index = torch_augment.randaugment_magnitude_index(magnitude)
+        assert int(space["Posterize"][0](torch_augment.RANDAUGMENT_MAGNITUDE_BINS, 32, 32)[index]) == bits, magnitude
+    assert POSTERIZE_DOC in " ".join(torch_augment.__doc__.split())
+
+
 # torchvision's name of each JAX op, and how many uint8 levels apart the two may be: the blends truncate
 # to uint8 in torchvision (color at factor 0.1 by up to 2). Shears are left out: torchvision shears about
 # the top-left corner (like timm), JAX about the centre (see train/torch_augment.py).

@@ -109,6 +109,24 @@ def test_each_randaugment_op_keeps_shape_and_range():
         assert sum(changed) >= augment.NUM_RANDAUGMENT_OPS - 2, changed  # all but identity (and a no-op edge)
 
 
+# Posterize's bits kept per integer magnitude: torchvision's RandAugment mapping, 8 - round(4 m / 10), which both
+# twins use (timm keeps 1 bit at m = 9 in DeiT's increasing set, 3 in its default set). The docstrings say so.
+POSTERIZE_BITS = {0: 8, 1: 8, 2: 7, 3: 7, 4: 6, 5: 6, 6: 6, 7: 5, 8: 5, 9: 4, 10: 4}
+POSTERIZE_DOC = "8 at m = 0-1, 7 at 2-3, 6 at 4-6, 5 at 7-8, 4 at 9-10"
+
+
+def test_posterize_keeps_torchvisions_bits_per_magnitude_as_documented():
+    ramp = jnp.arange(256, dtype=jnp.float32).reshape(16, 16, 1) / 255  # every uint8 level once
+    posterize = jax.jit(REFERENCE_OPS[OP_NAMES.index("posterize")])
+    for magnitude, bits in POSTERIZE_BITS.items():
+        for sign in (1.0, -1.0):
+            out = np.asarray(posterize(ramp, jnp.float32(sign * magnitude / 10)))
+            levels = np.unique(np.round(out * 255).astype(int))
+            assert np.array_equal(levels, np.arange(0, 256, 2 ** (8 - bits))), (magnitude, sign, levels[:4])
+    assert POSTERIZE_DOC in " ".join(augment.__doc__.split())
+    assert "4 bits at magnitude 9" in " ".join(augment.REFERENCE_OPS[OP_NAMES.index("posterize")].__doc__.split())
+
+
 @pytest.mark.parametrize("name", ["tutorial", "default"])
 def test_augmentation_keeps_shapes_and_labels(name):
     cfg = RECIPES[name].augment

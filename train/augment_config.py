@@ -8,7 +8,8 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """What the train step does to a batch. Magnitudes follow timm (RandAugment level out of 10)."""
+    """What the train step does to a batch. RandAugment magnitudes are levels out of 10, as timm's; each op's
+    strength at a level is torchvision's RandAugment's (posterize keeps 4 bits at 9; see train.jax_loop.augment)."""
 
     crop_padding: int = 4
     flip: bool = True

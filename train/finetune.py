@@ -2,7 +2,9 @@
 
 The checkpoint decides the architecture and the input normalisation; the dataset decides the image
 size (the position embedding is resampled, as timm does) and the number of classes (a new head,
-zero-initialised as big_vision fine-tunes); the recipe adds its regularisation.
+zero-initialised as big_vision fine-tunes); the recipe adds its regularisation: a dropout or drop_path rate
+that a flag (zero included) or the recipe sets (recipes.resolve's model_overrides) replaces the checkpoint's, one
+that neither sets stays the checkpoint's, as does its attention dropout (recipes.as_trained reports them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def finetune_weights(
         path: a checkpoint in any supported format (vit, timm, hf, npz, big_vision).
         image_shape: the dataset's (height, width, channels).
         num_classes: the dataset's classes; a different count gets a new head.
-        overrides: ViTConfig fields the recipe sets (dropout, drop_path).
+        overrides: ViTConfig fields the resolved recipe sets (its model_overrides: dropout, drop_path); a field
+            it leaves out keeps the checkpoint's value.
         variant: what the file does not record (a timm state dict's heads), as `vit convert --variant`.
     """
     h, w, c = image_shape

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from train.augment_config import AugmentConfig
+
+if TYPE_CHECKING:
+    from vit_spec import ViTConfig
 
 # The usual CIFAR-10 channel mean and std (of the training split's pixels).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -19,6 +22,8 @@ TUTORIAL_STD = (0.2023, 0.1994, 0.2010)
 # recipe chooses from the run's length (length_scaled_regularisation).
 REGULARISATION_PARTS = ("crop_padding", "randaugment_ops", "randaugment_magnitude", "mixup_alpha", "cutmix_alpha",
                         "label_smoothing", "drop_path", "dropout")
+# The parts that are ViTConfig fields (Recipe.model_overrides), not augmentation.
+MODEL_PARTS = ("drop_path", "dropout")
 
 
 class RecipeError(ValueError):
@@ -52,7 +57,9 @@ class Recipe:
     eps: float = 1e-8
     clip_norm: float | None = None
     augment: AugmentConfig = AugmentConfig()
-    model_overrides: tuple[tuple[str, Any], ...] = ()  # ViTConfig fields set by the recipe (regularisation)
+    # ViTConfig fields set by the recipe (regularisation), on a model built from scratch and on a fine-tuned
+    # checkpoint's config; after as_trained, the rates of the model that trains.
+    model_overrides: tuple[tuple[str, Any], ...] = ()
     # ViTConfig fields of a model the recipe builds from scratch (not of a checkpoint it fine-tunes);
     # --pos-embed and --pool override them.
     architecture: tuple[tuple[str, Any], ...] = ()
@@ -136,10 +143,12 @@ def length_scaled_regularisation(epochs: float) -> dict[str, Any]:
 
     Random crop (4 px zero padding) from s > 0; RandAugment: 2 ops at magnitude 9 s (off at s = 0); mixup
     alpha 0.8 s and CutMix alpha 1.0 s, half the batches mixed (off at s = 0); stochastic depth 0.1 s. Flips
-    and label smoothing 0.1 at every length; no dropout. A short run learns too little to overfit: crops,
-    mixing, RandAugment and stochastic depth then only make the task harder (measured on the validation
-    split: README, "A recipe that scales with the run"); a long run needs them (DeiT; "Vision Transformer
-    for Small-Size Datasets"): at 100+ epochs they are DeiT's values.
+    and label smoothing 0.1 at every length; no dropout (a fine-tune keeps its checkpoint's: resolve). A short
+    run learns too little to overfit: crops, mixing, RandAugment and stochastic depth then only make the task
+    harder (measured on the validation split: README, "A recipe that scales with the run"); a long run needs
+    them (DeiT; "Vision Transformer for Small-Size Datasets"): at 100+ epochs they are DeiT's values, but for
+    RandAugment's posterize, which keeps torchvision's 4 bits at magnitude 9, not DeiT's 1
+    (train.jax_loop.augment).
     """
     s = regularisation_strength(epochs)
     return {
@@ -171,20 +180,37 @@ def resolve(recipe: Recipe, epochs: float, overrides: dict[str, Any] | None = No
     parts = regularisation(recipe)
     if recipe.length_scaled:
         parts.update(length_scaled_regularisation(epochs))
+    given = set()
     for name, value in (overrides or {}).items():
         if name not in REGULARISATION_PARTS:
             raise RecipeError(f"unknown regularisation {name!r}: use one of {REGULARISATION_PARTS}")
         if value is not None:
             parts[name] = value
+            given.add(name)
     _check_parts(parts)
     augment = dataclasses.replace(
         recipe.augment, **{k: parts[k] for k in ("crop_padding", "randaugment_ops", "randaugment_magnitude", "mixup_alpha",
                                                   "cutmix_alpha", "label_smoothing")}
     )
+    # The model's rates (model_overrides: what `vit train --init-from` sets on the checkpoint's config): a flag's,
+    # zero included; else the recipe's where it names the rate or scales it above zero. A rate neither sets is
+    # left out, so a fine-tune keeps the checkpoint's (as_trained then reports it).
     model = dict(recipe.model_overrides)
-    for name in ("drop_path", "dropout"):
-        if parts[name] or name in model:
+    for name in MODEL_PARTS:
+        if name in given or parts[name] or name in model:
             model[name] = parts[name]
+    return recipe.replace(augment=augment, model_overrides=tuple(sorted(model.items())))
+
+
+def as_trained(recipe: Recipe, config: ViTConfig) -> Recipe:
+    """The resolved recipe as the model `config` trains with it, for everything a run reports (describe,
+    config.json): augmentation normalising with the model's constants (a fine-tuned checkpoint brings its own),
+    and the model's own rates in model_overrides (a fine-tune keeps the checkpoint's dropout or drop_path where
+    neither the recipe nor a flag sets it; its attention dropout, which no flag sets, is recorded where non-zero)."""
+    augment = dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std)
+    model = {**dict(recipe.model_overrides), **{name: getattr(config, name) for name in MODEL_PARTS}}
+    if config.attention_dropout:
+        model["attention_dropout"] = config.attention_dropout
     return recipe.replace(augment=augment, model_overrides=tuple(sorted(model.items())))
 
 
@@ -204,10 +230,14 @@ def _check_parts(parts: dict[str, Any]) -> None:
 
 
 def describe(recipe: Recipe, epochs: float) -> str:
-    """One line for the start of a run: the recipe and the regularisation it resolved to."""
+    """One line for the start of a run: the recipe and the regularisation it resolved to (after as_trained:
+    the model's own rates, a fine-tuned checkpoint's attention dropout included where non-zero)."""
     parts = regularisation(recipe)
     how = (f"scaled to {epochs:g} epochs (strength {regularisation_strength(epochs):.2f})"
            if recipe.length_scaled else "fixed")
+    attention = dict(recipe.model_overrides).get("attention_dropout")  # a checkpoint's (as_trained)
+    if attention:
+        parts["attention_dropout"] = attention
     shown = ", ".join(f"{k} {v:g}" for k, v in parts.items())
     return f"recipe {recipe.name}: lr {recipe.lr:g}, {recipe.optimizer}, {recipe.schedule}; regularisation {how}: {shown}"
 

@@ -114,6 +114,14 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
         raise ValueError(f"--log-every must be at least 1, got {options.log_every}")
     if options.checkpoint_every is not None and options.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be at least 1, got {options.checkpoint_every}")
+    check_keep(options.keep_checkpoints)
+
+
+def check_keep(keep: int) -> None:
+    """--keep-checkpoints: at least the newest, which a run resumes from (orbax would delete every one at 0)."""
+    if keep < 1:
+        raise ValueError(f"--keep-checkpoints must be at least 1 (the newest checkpoint is the one a run resumes "
+                         f"from), got {keep}")
 
 
 def architecture(options: TrainOptions) -> dict[str, str]:
@@ -175,14 +183,30 @@ def write_config(workdir: Path, meta: dict[str, Any], options: TrainOptions) -> 
         tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")
 
 
+# The flag that sets each recorded field a resume may not change (the others are the recipe's own).
+_FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "crop_padding": "--crop-padding",
+          "randaugment_ops": "--randaugment-ops", "randaugment_magnitude": "--randaugment-magnitude",
+          "mixup_alpha": "--mixup", "cutmix_alpha": "--cutmix", "label_smoothing": "--label-smoothing",
+          "drop_path": "--drop-path", "dropout": "--dropout"}
+# Recipe fields that are not the trajectory's: the length (the schedule follows a new one), the name (checked
+# first) and the model's regularisation (checked as the regularisation parts).
+_NOT_TRAJECTORY = ("name", "epochs", "model_overrides")
+
+
 def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory: Path) -> None:
-    """Refuses a checkpoint of another recipe (another optimizer state), model, dataset, validation split or
-    framework: resuming it would fail or, worse, silently train something else."""
+    """Refuses a checkpoint of another framework, recipe, dataset, validation split, trajectory or model:
+    resuming it would fail or, worse, silently train something else.
+
+    The trajectory is everything of the resolved recipe but its length: batch size, learning rate, optimizer,
+    schedule, augmentation and the regularisation parts; a difference is refused naming the field, both values
+    and the flag that resumes the run. Fields a checkpoint does not record (older ones) are not compared.
+    `meta` is the resumed run's: a length-scaled run's regularisation already as it began (as_begun).
+    """
+    found, meta = _plain(found), _plain(meta)
     recipe_name = lambda m: (m.get("recipe") or {}).get("name")
     for what, get in (
         ("framework", lambda m: m.get("framework", "jax")),  # checkpoints from before the torch trainer are JAX's
         ("recipe", recipe_name),
-        ("model", lambda m: m.get("model_config")),
         ("dataset", lambda m: m.get("dataset")),
         ("validation split", lambda m: (m.get("validation") or {}).get("examples", 0)),
     ):
@@ -192,6 +216,27 @@ def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory:
                 f"{directory} holds a checkpoint of another {what} ({_difference(old, new)}): use a fresh "
                 "--workdir, or the same --framework, --recipe, --model, --dataset and --validation to resume it"
             )
+    differences = _trajectory_differences(found, meta)
+    flagged = [(field, old, new) for field, old, new in differences if field in _FLAGS]
+    if flagged:
+        raise CheckpointMismatchError(
+            f"{directory} holds a checkpoint of a run with another {' and '.join(f for f, _, _ in flagged)} "
+            f"({'; '.join(f'{f} {_show(old)} there, {_show(new)} here' for f, old, new in flagged)}): resume with "
+            f"{' '.join(f'{_FLAGS[f]} {_show(old)}' for f, old, _ in flagged)}, or start a new run in another --workdir"
+        )
+    if differences:
+        raise CheckpointMismatchError(
+            f"{directory} holds a checkpoint of a run with another {' and '.join(f for f, _, _ in differences)} (the "
+            f"recipe's {'; '.join(f'{f} {_show(old)} there, {_show(new)} here' for f, old, new in differences)}: "
+            "the recipe changed since the run began): resume it with the code that began it, or start a new run in "
+            "another --workdir"
+        )
+    old, new = found.get("model_config"), meta.get("model_config")
+    if old != new:
+        raise CheckpointMismatchError(
+            f"{directory} holds a checkpoint of another model ({_difference(old, new)}): use a fresh "
+            "--workdir, or the same --model, --pos-embed, --pool (or --init-from) to resume it"
+        )
 
 
 def _difference(old: Any, new: Any) -> str:
@@ -199,6 +244,97 @@ def _difference(old: Any, new: Any) -> str:
         keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         return ", ".join(f"{k}={old.get(k)!r} there, {new.get(k)!r} here" for k in keys)
     return f"{old!r} there, {new!r} here"
+
+
+def _plain(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`meta` as a checkpoint records it (JSON: tuples are lists)."""
+    return json.loads(json.dumps(meta))
+
+
+def _trajectory_differences(found: Mapping[str, Any], meta: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, recorded, requested) of every trajectory field both record and that differs: the recipe's
+    fields (augmentation's included) but its length, then the regularisation parts."""
+    differences = []
+    old_recipe, new_recipe = found.get("recipe") or {}, meta.get("recipe") or {}
+    for key in new_recipe:
+        if key in _NOT_TRAJECTORY or key not in old_recipe:
+            continue
+        if key == "augment":
+            old_augment, new_augment = old_recipe[key] or {}, new_recipe[key] or {}
+            differences += [(k, old_augment[k], new_augment[k]) for k in new_augment
+                            if k in old_augment and k not in recipes.REGULARISATION_PARTS and old_augment[k] != new_augment[k]]
+        elif old_recipe[key] != new_recipe[key]:
+            differences.append((key, old_recipe[key], new_recipe[key]))
+    old_parts, new_parts = recorded_regularisation(found), recorded_regularisation(meta)
+    differences += [(k, old_parts[k], new_parts[k]) for k in recipes.REGULARISATION_PARTS
+                    if k in old_parts and k in new_parts and old_parts[k] != new_parts[k]]
+    return differences
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def recorded_regularisation(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The regularisation parts a run's meta records: its "regularisation" record, or (older checkpoints) its
+    recipe's augmentation and its model config; a part recorded nowhere is left out."""
+    record = meta.get("regularisation") or {}
+    augment = (meta.get("recipe") or {}).get("augment") or {}
+    model = meta.get("model_config") or {}
+    parts = {}
+    for part in recipes.REGULARISATION_PARTS:
+        # The model's rates as it trained: runs before the fine-tuning fix recorded the recipe's 0 beside a
+        # checkpoint's own dropout.
+        for source in ((model, record) if part in ("drop_path", "dropout") else (record, augment)):
+            if part in source:
+                parts[part] = source[part]
+                break
+    return parts
+
+
+def as_begun(
+    recipe: Recipe, config: ViTConfig, meta: dict[str, Any], found: Mapping[str, Any],
+    flags: Mapping[str, Any] | None,
+) -> tuple[Recipe, ViTConfig, dict[str, Any], dict[str, Any]]:
+    """(recipe, config, meta, kept) of a run resumed from a checkpoint whose meta is `found`.
+
+    Extending a run (another --steps or --epochs) changes its length, hence its learning-rate schedule, but
+    not its regularisation: the parts a length-scaled recipe derived from the run's length when it began (all
+    but those given by a flag, `flags`) keep the values `found` records, in the recipe, the model config (the
+    model's drop_path and dropout) and the meta. `kept` holds the parts that differ from what the new length
+    would have given. A flag's part is taken as given: check_same_run then refuses one that differs.
+    """
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    if not recipe.length_scaled:
+        return recipe, config, meta, {}
+    recorded = {k: v for k, v in recorded_regularisation(found).items() if k not in given}
+    now = recipes.regularisation(recipe)
+    kept = {k: v for k, v in recorded.items() if now.get(k) != v}
+    if not kept:
+        return recipe, config, meta, {}
+    recipe = recipes.resolve(recipe, meta["total_steps"] / meta["steps_per_epoch"], {**given, **kept})
+    config = config.replace(**{k: v for k, v in kept.items() if k in ("drop_path", "dropout")})
+    recipe = recipes.as_trained(recipe, config)
+    began = found.get("regularisation") or {}
+    record = {**recipes.regularisation(recipe), "epochs": began.get("epochs", meta["regularisation"]["epochs"]),
+              "strength": began.get("strength", meta["regularisation"]["strength"])}
+    meta = {**meta, "model_config": config.to_dict(), "recipe": recipe.to_dict(), "regularisation": record}
+    return recipe, config, meta, kept
+
+
+def resume_notes(found: Mapping[str, Any], meta: Mapping[str, Any], kept: Mapping[str, Any]) -> list[str]:
+    """What a resumed run says of a new length: the schedule follows it; the regularisation does not (`kept`:
+    the parts as_begun kept from the run's start)."""
+    if found.get("total_steps", meta["total_steps"]) == meta["total_steps"]:
+        return []
+    note = f"note: the run now ends at step {meta['total_steps']}, not {found['total_steps']}; the schedule follows"
+    if kept:
+        model_first = sorted(kept, key=lambda k: (k not in ("drop_path", "dropout"), recipes.REGULARISATION_PARTS.index(k)))
+        values = ", ".join(f"{k} {kept[k]:g}" for k in model_first)
+        began = (found.get("regularisation") or {}).get("epochs")
+        scaled = f": as scaled to its {began:g} epochs, not to {meta['total_steps'] / meta['steps_per_epoch']:g}" if began else ""
+        note += f"; the regularisation stays as the run began ({values}{scaled})"
+    return [note]
 
 
 def check_not_past_end(start: int, total: int, workdir: Path) -> None:

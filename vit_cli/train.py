@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--dropout", type=float, metavar="RATE", help="dropout after the position embedding, attention and MLP")
     p.add_argument("--log-every", type=int, default=50, help="steps between metrics.jsonl records (default: 50)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: one epoch)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (default: 3)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="the newest checkpoints kept, at least 1 (default: 3)")
     p.add_argument("--init-from", metavar="FILE", help="fine-tune from a checkpoint in any format `vit convert` reads "
                    "(vit, timm, hf, npz, big_vision): its architecture and normalisation, resampled to the dataset's "
                    "image size, with a new head for its classes; --model is then not used")

@@ -5,6 +5,13 @@ RandAugment (timm's op set, less Invert and SolarizeAdd), and batch-level mixup/
 "batch" mode: pairs each image with the batch reversed). Every random draw is a function of the
 step key and the example's position in the global batch, never of the sharding, so runs on 1 or
 N devices see the same images.
+
+RandAugment's magnitude m is timm's level out of 10; each op's strength at level l = min(m, 10) / 10 is
+torchvision's RandAugment's (the PyTorch twin, train.torch_loop.augment, is built on it, and says where the
+two differ by a pixel or a level): rotate 30 l degrees, shear 0.3 l, translate 0.45 l of the size, blends
+1 +- 0.9 l, solarize from 1 - l, as timm's "increasing" set (DeiT's rand-m9-mstd0.5-inc1) has them; but
+posterize keeps 8 - round(4 l) bits: 8 at m = 0-1, 7 at 2-3, 6 at 4-6, 5 at 7-8, 4 at 9-10, where timm
+keeps 4 - int(4 l) (1 bit at m = 9), or int(4 l) in its default set (3 bits at m = 9).
 """
 
 from __future__ import annotations
@@ -110,7 +117,8 @@ def _rotation(m: jax.Array) -> jax.Array:
 
 
 def _posterize(img: jax.Array, m: jax.Array) -> jax.Array:
-    """Keep 8 - 4|m| bits of each level."""
+    """Keep the top 8 - round(4|m|) bits of each level (torchvision's RandAugment: 4 bits at magnitude 9, not
+    timm's 1, or 3 in its default set; see the module's docstring)."""
     scale = 2 ** jnp.round(4 * jnp.abs(m))
     return jnp.floor(jnp.floor(img * 255) / scale) * scale / 255
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
-from train.run import CheckpointMismatchError, check_same_run  # noqa: F401 (CheckpointMismatchError re-exported)
+from train.run import CheckpointMismatchError, check_keep, check_same_run  # noqa: F401 (CheckpointMismatchError re-exported)
+
+# The meta of the run that resumes a checkpoint, or how to get it from the checkpoint's own meta (a resumed run
+# keeps the regularisation it began with: train.run.as_begun).
+ExpectedMeta = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class NoUsableCheckpointError(ValueError):
@@ -27,6 +31,7 @@ class Checkpoints:
     """The checkpoints under WORKDIR/checkpoints."""
 
     def __init__(self, workdir: str | Path, keep: int = 3):
+        check_keep(keep)
         self.directory = Path(workdir).resolve() / "checkpoints"
         if self.directory.is_dir() and any(self.directory.glob("step_*.pt")):
             raise CheckpointMismatchError(
@@ -60,12 +65,12 @@ class Checkpoints:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
     def restore_latest(
-        self, template: dict[str, Any], meta: dict[str, Any]
+        self, template: dict[str, Any], meta: ExpectedMeta
     ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """(step, {"state", "rng"}, meta) of the newest readable checkpoint, or None when there is none.
 
         `template` gives shapes, dtypes and shardings. Raises CheckpointMismatchError when a checkpoint
-        was written for another model or dataset than `meta` describes.
+        was written for another run than `meta` (or `meta(its meta)`) describes: train.run.check_same_run.
         """
         steps = self.steps()
         broken: list[str] = []
@@ -75,7 +80,7 @@ class Checkpoints:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped, not fatal
                 broken.append(self._set_aside(step, e))
                 continue
-            check_same_run(found, meta, self.directory)
+            check_same_run(found, meta(found) if callable(meta) else meta, self.directory)
             abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))

@@ -5,6 +5,7 @@
                        model and optimizer: a _Setup
   _initial_state       step 0: fresh parameters, optimizer state and the run's key
   _resume              the newest good checkpoint in their place, with notes on what changed since
+    _as_begun            a resumed run's regularisation as it began, whatever its new length
   _open_progress       the bar and the notes that open the run
   _dispatcher          how one call runs its steps (split on the device, or batches from the host)
   _train_loop          the calls, each followed by what falls due at its last step:
@@ -186,7 +187,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     else:
         config = model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
     # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
-    recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
+    recipe = recipes.as_trained(recipe, config)
     tx, schedule = make_optimizer(recipe, spe, total)
     model = ViT(config, dtype=DTYPES[options.dtype])
     on_device = _on_device(options)
@@ -238,26 +239,40 @@ def _initial_state(setup: _Setup) -> _Start:
 def _resume(setup: _Setup, checkpoints: Checkpoints, fresh: _Start) -> tuple[_Setup, _Start]:
     """The newest good checkpoint in place of `fresh`, when the workdir holds one (of this run, not past its
     end), and notes on what differs from the flags: the checkpoint's seed wins, a new length or dispatch is
-    followed."""
-    restored = checkpoints.restore_latest({"state": fresh.state, "rng": fresh.rng}, setup.meta)
+    followed, the regularisation stays as the run began (_as_begun)."""
+    restored = checkpoints.restore_latest({"state": fresh.state, "rng": fresh.rng},
+                                          lambda found: _as_begun(setup, found)[0].meta)
     if restored is None:
         return setup, fresh
     start, tree, found = restored
     run.check_not_past_end(start, setup.total, setup.workdir)
-    options, total, on_device = setup.options, setup.total, setup.on_device
+    setup, kept = _as_begun(setup, found)
+    options, on_device = setup.options, setup.on_device
     if found.get("seed", options.seed) != options.seed:
         # The run continues as it began: its data order and augmentation follow its own seed.
         print(f"note: resuming with the checkpoint's seed {found['seed']} (not --seed {options.seed})", file=sys.stderr)
         options = dataclasses.replace(options, seed=found["seed"])
         order = data_lib.BatchOrder(len(setup.data.train), setup.recipe.batch_size, options.seed)
         setup = dataclasses.replace(setup, options=options, order=order, meta={**setup.meta, "seed": options.seed})
-    if found.get("total_steps", total) != total:
-        print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
+    for note in run.resume_notes(found, setup.meta, kept):
+        print(note, file=sys.stderr)
     if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
         print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
               f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
               "compiled otherwise, so equal to float32 rounding, not necessarily bit for bit", file=sys.stderr)
     return setup, _Start(start, tree["state"], tree["rng"], resumed=True)
+
+
+def _as_begun(setup: _Setup, found: Mapping[str, Any]) -> tuple[_Setup, dict[str, Any]]:
+    """`setup` as the run recorded by `found` (a checkpoint's meta) continues: a length-scaled recipe's
+    regularisation as the run began, not as its new length would scale it (run.as_begun), with the model that
+    applies it. Also the parts kept (empty: `setup` unchanged). The parameters and optimizer do not depend on
+    it: the state restored into `fresh`'s template stays valid."""
+    recipe, config, meta, kept = run.as_begun(setup.recipe, setup.config, setup.meta, found, setup.options.regularisation)
+    if not kept:
+        return setup, {}
+    model = ViT(config, dtype=DTYPES[setup.options.dtype])
+    return dataclasses.replace(setup, recipe=recipe, config=config, model=model, meta=meta), kept
 
 
 def _open_progress(setup: _Setup, start: _Start) -> Progress:
@@ -266,7 +281,8 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     data, total = setup.data, setup.total
     progress = Progress(total, start.step, enabled=setup.options.progress and setup.lead)
     if setup.lead:
-        progress.note(recipes.describe(setup.recipe, total / setup.spe))
+        # The length the regularisation was scaled to: a resumed run's first (_as_begun).
+        progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
         progress.note(f"training on {len(data.train)} examples, {len(data.validation) if data.validation is not None else 'none'} held out for validation"
                       + ("" if data.validation is not None else " (--validation 0: the test split is scored once, at the end)"))
     if start.resumed:

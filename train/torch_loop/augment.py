@@ -12,7 +12,11 @@ What is the same as the JAX code, by construction:
   SolarizeAdd), applies it with `randaugment_prob`, with a random sign, at level min(m, 10) / 10 of the
   same maxima. `v2.RandAugment(num_ops=1, magnitude=i, num_magnitude_bins=101)` takes
   `linspace(0, max, 101)[i]`, so index i = round(10 * m) is level m / 10 (posterize: round(8 - 4 * level)
-  bits, i.e. 8 - round(4 * level), as in JAX; solarize: threshold 1 - level).
+  bits, i.e. 8 - round(4 * level), as in JAX; solarize: threshold 1 - level). The magnitude is timm's
+  level out of 10, but each op's strength is torchvision's mapping, which is timm's "increasing" set
+  (DeiT's) except posterize: 4 bits kept at m = 9 (8 at m = 0-1, 7 at 2-3, 6 at 4-6, 5 at 7-8, 4 at 9-10),
+  where timm's increasing set keeps 4 - int(4 * level) bits (1 at m = 9) and its default set int(4 * level)
+  (3 at m = 9). Both twins keep torchvision's; train.jax_loop.augment says the same.
 - mixup / CutMix: `v2.MixUp` / `v2.CutMix`, the whole batch mixed with `mix_prob`, CutMix chosen with
   `switch_prob` when both are on. CutMix's box (half sides int(W * sqrt(1 - lam) / 2), centre uniform,
   clipped) and its area-corrected lambda are the same formulas as in JAX.
@@ -55,7 +59,8 @@ RANDAUGMENT_FILL = 128  # gray, as JAX's 0.5
 
 
 def randaugment_magnitude_index(magnitude: float) -> int:
-    """timm's magnitude m (level out of 10, capped at 10 like JAX) -> the index into 101 torchvision bins."""
+    """timm's magnitude m (level out of 10, capped at 10 like JAX) -> the index into 101 torchvision bins (whose
+    op strengths are torchvision's: posterize keeps 4 bits at m = 9, not timm's 1)."""
     return round(min(max(magnitude, 0.0), 10.0) * 10)
 
 

@@ -13,11 +13,11 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from train.run import CheckpointMismatchError, check_same_run
+from train.run import CheckpointMismatchError, check_keep, check_same_run
 from vit_spec import atomic_path
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -31,6 +31,7 @@ class TorchCheckpoints:
     """The checkpoints under WORKDIR/checkpoints."""
 
     def __init__(self, workdir: str | Path, keep: int = 3):
+        check_keep(keep)
         self.directory = Path(workdir).resolve() / "checkpoints"
         self.keep = keep
         if self.directory.is_dir():
@@ -56,10 +57,13 @@ class TorchCheckpoints:
         for old in self.steps()[: -self.keep]:
             self.path(old).unlink(missing_ok=True)
 
-    def restore_latest(self, meta: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+    def restore_latest(
+        self, meta: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """(step, {"model", "optimizer"}, its meta) of the newest readable checkpoint, or None when there is none.
 
-        Raises CheckpointMismatchError when a checkpoint was written for another run than `meta` describes.
+        Raises CheckpointMismatchError when a checkpoint was written for another run than `meta` (or
+        `meta(its meta)`: the resumed run's, train.run.as_begun) describes: train.run.check_same_run.
         """
         broken: list[str] = []
         for step in reversed(self.steps()):
@@ -70,7 +74,7 @@ class TorchCheckpoints:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped, not fatal
                 broken.append(self._set_aside(step, e))
                 continue
-            check_same_run(found, meta, self.directory)
+            check_same_run(found, meta(found) if callable(meta) else meta, self.directory)
             if broken:
                 print(f"resuming from the previous good checkpoint, step {step}", file=sys.stderr)
             return step, state, found

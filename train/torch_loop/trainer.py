@@ -14,6 +14,7 @@ alone, so a run resumed from a checkpoint continues exactly (bit for bit on the 
   _set_up              check the flags, read the data, resolve the recipe for the run's length: a _Setup
   _initial_state       step 0: the model (fresh, or from given weights) and its optimizer
   _resume              the newest good checkpoint in their place, with notes on what changed since
+    _as_begun            a resumed run's regularisation as it began, whatever its new length
   _open_progress       the bar and the notes that open the run
   _train_loop          the steps, each followed by what falls due after it:
     _write_train_record  a metrics.jsonl train record (and the divergence check)
@@ -173,7 +174,7 @@ def _set_up(
         )
     else:
         config = run.model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
-    recipe = dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mean=config.image_mean, std=config.image_std))
+    recipe = recipes.as_trained(recipe, config)
     meta = run.run_meta(options, config, data.name, recipe, total, spe, data.examples)
     return _Setup(
         options=options, workdir=Path(options.workdir), device=device, data=data, order=order, spe=spe, total=total,
@@ -203,30 +204,44 @@ def _initial_state(setup: _Setup) -> _Start:
 def _resume(setup: _Setup, checkpoints: TorchCheckpoints, fresh: _Start) -> tuple[_Setup, _Start]:
     """The newest good checkpoint loaded into `fresh`'s model and optimizer, when the workdir holds one (of this
     run, not past its end), and notes on what differs from the flags: the checkpoint's seed wins, a new length
-    is followed."""
-    restored = checkpoints.restore_latest(setup.meta)
+    is followed, the regularisation stays as the run began (_as_begun: then a model built for it)."""
+    restored = checkpoints.restore_latest(lambda found: _as_begun(setup, found)[0].meta)
     if restored is None:
         return setup, fresh
     start, state, found = restored
     run.check_not_past_end(start, setup.total, setup.workdir)
+    setup, kept = _as_begun(setup, found)
+    if kept:  # a model and a step that apply the run's first regularisation
+        fresh = _initial_state(setup)
     fresh.model.load_state_dict(state["model"])
     fresh.trainer.load_state_dict(state["optimizer"])
-    options, total = setup.options, setup.total
+    options = setup.options
     if found.get("seed", options.seed) != options.seed:
         print(f"note: resuming with the checkpoint's seed {found['seed']} (not --seed {options.seed})", file=sys.stderr)
         options = dataclasses.replace(options, seed=found["seed"])
         order = BatchOrder(len(setup.data.train), setup.recipe.batch_size, options.seed)
         setup = dataclasses.replace(setup, options=options, order=order, meta={**setup.meta, "seed": options.seed})
-    if found.get("total_steps", total) != total:
-        print(f"note: the run now ends at step {total}, not {found['total_steps']}; the schedule follows", file=sys.stderr)
+    for note in run.resume_notes(found, setup.meta, kept):
+        print(note, file=sys.stderr)
     return setup, dataclasses.replace(fresh, step=start, resumed=True)
+
+
+def _as_begun(setup: _Setup, found: Mapping[str, Any]) -> tuple[_Setup, dict[str, Any]]:
+    """`setup` as the run recorded by `found` (a checkpoint's meta) continues: a length-scaled recipe's
+    regularisation as the run began, not as its new length would scale it (run.as_begun). Also the parts kept
+    (empty: `setup` unchanged)."""
+    recipe, config, meta, kept = run.as_begun(setup.recipe, setup.config, setup.meta, found, setup.options.regularisation)
+    if not kept:
+        return setup, {}
+    return dataclasses.replace(setup, recipe=recipe, config=config, meta=meta), kept
 
 
 def _open_progress(setup: _Setup, start: _Start) -> Progress:
     """The progress bar, from the loop's first step, and the notes that open the run."""
     data = setup.data
     progress = Progress(setup.total, start.step, enabled=setup.options.progress)
-    progress.note(recipes.describe(setup.recipe, setup.total / setup.spe))
+    # The length the regularisation was scaled to: a resumed run's first (_as_begun).
+    progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
     progress.note(f"training the PyTorch model on {setup.device} on {len(data.train)} examples, "
                   f"{len(data.validation) if data.validation is not None else 'none'} held out for validation")
     if start.resumed:

@@ -8,7 +8,10 @@ Differences handled here:
   "gelu_accurate", "gelu_pytorch_tanh" and "gelu_python_tanh" are the tanh approximation. Any other
   activation is refused.
 - ViTForImageClassification reads the [CLS] token after the final LayerNorm; ViTModel's pooler is a
-  Dense + tanh on it, which is the shared layout's pre-logits layer (`representation_size`).
+  Dense + tanh on it, which is the shared layout's pre-logits layer (`representation_size`). Which one a
+  file is comes from config.json's `architectures`: a ViTForImageClassification builds its ViT without a
+  pooler and ignores pooler tensors its file holds, so they are left out here too (and named). Without
+  `architectures` (a bare state dict) pooler tensors are read as the pre-logits layer, and that is said.
 - Input normalisation comes from preprocessor_config.json (image_mean, image_std) when present,
   otherwise ViTImageProcessor's default (0.5, 0.5, 0.5) is assumed and reported.
 A bare HF state dict (no config.json) records neither heads, epsilon nor activation: heads come
@@ -134,6 +137,7 @@ def from_hf(
             f"found {describe_keys(arrays)}"
         )
     shared, notes = shared_from_hf_names(arrays, source)
+    notes += _follow_architecture(arrays, hf_config, shared)
     known: dict[str, Any] = {}
     if hf_config is not None:
         model_type = hf_config.get("model_type")
@@ -169,6 +173,43 @@ def from_hf(
     )
     notes += more
     return Checkpoint(config, shared, "hf", assumed, notes)
+
+
+# The transformers ViT classes that build their ViTModel with add_pooling_layer=False: their files' pooler
+# tensors (saved by some trainers, or left from a ViTModel checkpoint) are ignored by from_pretrained.
+_NO_POOLER = ("ViTForImageClassification", "ViTForMaskedImageModeling")
+
+
+def _follow_architecture(
+    arrays: Mapping[str, np.ndarray], hf_config: Mapping[str, Any] | None, shared: dict[str, np.ndarray]
+) -> list[str]:
+    """Keeps the pooler (as pre_logits) only where config.json's `architectures` computes it; drops it from `shared`
+    otherwise. Returns the notes saying which."""
+    pooler = [name for name in arrays if re.fullmatch(r"(vit\.)?pooler\.dense\.(weight|bias)", name)]
+    if not pooler:
+        return []
+    named = ", ".join(sorted(pooler))
+    architectures = list((hf_config or {}).get("architectures") or [])
+    if "ViTModel" in architectures:
+        return []
+    no_pooler = [a for a in architectures if a in _NO_POOLER]
+    if no_pooler:
+        shared.pop("pre_logits.fc.weight", None)
+        shared.pop("pre_logits.fc.bias", None)
+        return [
+            f"left out {named}: config.json's architectures is {no_pooler[0]}, which builds its ViT without a "
+            "pooler and ignores them (it reads the [CLS] token after the final LayerNorm)"
+        ]
+    if hf_config is None:
+        where = "no config.json, so no architectures"
+    elif architectures:
+        where = f"config.json's architectures {architectures} names neither ViTModel nor {' nor '.join(_NO_POOLER)}"
+    else:
+        where = "config.json records no architectures"
+    return [
+        f"{where}: {named} read as the pre-logits layer (Dense + tanh on [CLS], as ViTModel's pooler); a "
+        "ViTForImageClassification ignores its pooler tensors, so convert such a file with its config.json"
+    ]
 
 
 def _size(value: Any) -> int | tuple[int, int]:
