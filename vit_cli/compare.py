@@ -49,8 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     budget = f"{args.recipe} recipe, {args.model}, {steps} steps, seed {args.seed}, the same initial weights"
     print(training_runs.format_table(jax_side, torch_side, budget))
     if args.out:
-        from vit_figures.curves import draw_sides
+        from vit_figures import curves
 
-        draw_sides([jax_side, torch_side], args.out)
+        curves.save(curves.draw_sides([jax_side, torch_side]), args.out)
         print(f"curves in {args.out}")
     return 0

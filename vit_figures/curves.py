@@ -127,15 +127,13 @@ def save(fig: Figure, out: str | Path) -> None:
         plt.close(fig)
 
 
-def draw_sides(sides: Sequence[Any], path: str | Path) -> None:
+def draw_sides(sides: Sequence[Any]) -> Figure:
     """`vit compare`'s picture: the train loss and accuracy of both twins' runs (twins.training_runs.Side), with
-    their validation and test accuracies, written to `path`."""
+    their validation and test accuracies (write it with save)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vit_spec import atomic_path
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for side, color in zip(sides, ("tab:blue", "tab:orange")):
@@ -154,6 +152,4 @@ def draw_sides(sides: Sequence[Any], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    return fig
