@@ -26,6 +26,46 @@ def test_parity_prints_every_layer_and_passes(weights_file, capsys):
     for name in ("patch_embed", "blocks.0.attn_probs", "blocks.1", "logits (fused attention)", "blocks.1.mlp.fc2.weight", "input"):
         assert f"\n{name} " in out
     assert "PASS" in out
+    assert "all zeros" not in out  # random_weights leaves no zero tensor, so nothing is replaced
+
+
+def test_parity_of_a_fresh_file_replaces_its_zero_tensors_so_the_gradients_mean_something(tmp_path, capsys):
+    import jax_vit
+    from twins.parity import perturb_zeros, random_images, run_parity, zero_tensors
+    from vit_spec import load_weights
+
+    path = tmp_path / "fresh.safetensors"
+    jax_vit.save(path, CONFIG, jax_vit.init_params(CONFIG, rng=0))  # the standard init: a zero head
+    config, state_dict = load_weights(path)
+    assert {"head.weight", "head.bias", "cls_token"} <= set(zero_tensors(state_dict))
+    images = random_images(config, 2, seed=0)
+
+    # As the file is, every gradient but the head's is exactly zero in both twins: a comparison of zeros.
+    as_is = run_parity(config, state_dict, images, perturb=False)
+    assert as_is.perturbed == () and all(d.ref_max == 0 for d in as_is.gradients if not d.name.startswith("head."))
+    report = run_parity(config, state_dict, images)
+    assert set(report.perturbed) == set(zero_tensors(state_dict))
+    blocks = [d for d in report.gradients if d.name.startswith("blocks.")]
+    assert blocks and all(d.ref_max > 0 for d in blocks) and report.ok
+    assert next(d for d in report.gradients if d.name == "input").ref_max > 0
+    # The forward pass runs the file as it is; the replacement values are deterministic in the seed.
+    assert report.forward == as_is.forward
+    a, b, c = (perturb_zeros(config, state_dict, seed)[0]["head.weight"] for seed in (0, 0, 1))
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and a.any()
+
+    assert main(["parity", str(path), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    n = len(report.perturbed)
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: {n} of {len(state_dict)} tensors are all zeros in this file (head.weight, head.bias, cls_token, "
+        f"{next(t for t in report.perturbed if t.startswith('blocks.'))} and {n - 4} more); a zero head (as initialised) "
+        "makes every gradient but the head's zero, so the gradients are compared with them replaced by random values "
+        "(seed 3)"
+    ]
+    assert f"gradients of the cross-entropy, float32, {n} all-zero tensor(s) replaced by random values (seed 3)" in out
+    assert main(["parity", str(path), "--no-gradients"]) == 0
+    assert "all zeros" not in capsys.readouterr().out  # no gradients compared, nothing replaced
 
 
 def test_parity_exits_1_and_names_the_layer_when_the_twins_differ(weights_file, capsys, monkeypatch):

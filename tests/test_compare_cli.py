@@ -36,6 +36,14 @@ def test_compare_trains_both_from_the_same_weights_and_prints_one_table(tmp_path
     assert code == 0 and "0 of them not near-ties" in out, out
 
 
+def test_steps_and_epochs_together_are_refused(tmp_path, capsys):
+    code = main(["compare", "--steps", "4", "--epochs", "1", "--data-dir", str(tmp_path / "nowhere"),
+                 "--workdir", str(tmp_path / "cmp"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--steps 4 and --epochs 1 both set the run's length: give one of them" in err, err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_largest_difference_names_the_tensor():
     a = {"x": np.array([1.0, 2.0]), "y": np.array([10.0, 0.0])}
     b = {"x": np.array([1.0, 2.5]), "y": np.array([10.0, 1.0])}

@@ -89,3 +89,49 @@ def test_resample_constant_table_stays_constant():
     np.testing.assert_allclose(out, 2.5, rtol=1e-6)
     with pytest.raises(ValueError, match="not a square grid"):
         resample_pos_embed(np.zeros((1, 1 + 12, 3)), (4, 4))
+
+
+def _outside_the_convert_hint(message: str) -> str:
+    """The message without its `vit convert ...` command and the "(vit train has no --X)" beside it."""
+    import re
+
+    return re.sub(r"\(vit train has no [^)]*\)", "", re.sub(r"`[^`]*`", "", message))
+
+
+def test_messages_for_init_from_name_only_vit_trains_flags(tmp_path):
+    """What `vit train --init-from` reads gets its messages in vit train's flags: --init-variant, and `vit convert`
+    first for what vit train cannot say (--heads, --source-image-size, --image-mean/--image-std)."""
+    from train.finetune import INIT_FROM_FLAGS
+    from vit_spec.formats import write_checkpoint
+    from vit_spec.formats.tensor_files import write_safetensors
+
+    wide = ViTConfig.from_variant("mu/4", image_size=(16, 28), num_classes=3)  # 4x7 (+1): no square
+    bare = tmp_path / "bare.safetensors"
+    write_safetensors(bare, random_weights(wide), {})
+    npz = tmp_path / "wide.npz"
+    write_checkpoint(Checkpoint(wide, random_weights(wide), "vit"), npz, "npz", accept_mismatch=True)
+    cases = [
+        (bare, None, "give --init-variant (e.g. S/16 or vit_small_patch16_224), or for a model no variant describes "
+                     f"(another depth, ...) convert it first, `vit convert {bare} converted.safetensors --heads N` "
+                     "(vit train has no --heads), then give --init-from converted.safetensors"),
+        (bare, "mu/4", "not a square grid plus [CLS]; give the image size it was saved at: convert it first, "
+                       f"`vit convert {bare} converted.safetensors --variant mu/4 --source-image-size HxW`"),
+        (bare, "S/16", "does not match --init-variant S/16"),
+        (bare, "vit_small_patch16_224.mystery", "--image-mean R,G,B --image-std R,G,B` (vit train has no "
+                                                "--image-mean/--image-std)"),
+        (npz, None, f"`vit convert {npz} converted.safetensors --source-image-size HxW` (vit train has no "
+                    "--source-image-size), then give --init-from converted.safetensors"),
+    ]
+    for source, variant, expected in cases:
+        with pytest.raises(FormatError) as info:
+            load_checkpoint(source, variant=variant, image_size=32, num_classes=10, flags=INIT_FROM_FLAGS)
+        message = str(info.value)
+        assert expected in message, message
+        rest = _outside_the_convert_hint(message)
+        for flag in ("--variant", "--heads", "--source-image-size", "--image-mean", "--image-size"):
+            assert flag not in rest.replace("--init-variant", ""), message
+    # The same files, read for `vit convert` (the default): its flags.
+    with pytest.raises(FormatError, match="give --variant .* or --heads$"):
+        load_checkpoint(bare)
+    with pytest.raises(FormatError, match="give the image size it was saved at: pass --source-image-size HxW$"):
+        load_checkpoint(npz)

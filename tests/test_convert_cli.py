@@ -142,3 +142,37 @@ def test_destination_is_not_overwritten(ours, tmp_path, capsys):
 def test_from_must_fit_the_file(ours, tmp_path, capsys):
     rc, _, err = convert(capsys, ours, tmp_path / "o.safetensors", "--from", "timm")
     assert rc == 2 and "looks like this project's .safetensors" in err
+
+
+def test_a_timm_name_at_another_image_size_says_what_to_pass_and_source_image_size_replaces_it(tmp_path, capsys):
+    """A timm model built at 64 px and saved as a .pth: its name says 224, its 17 position entries say 64."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    src = tmp_path / "timm_ti16_64.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=7).state_dict(), src)
+    rc, _, err = convert(capsys, src, tmp_path / "o.safetensors", "--variant", "vit_tiny_patch16_224")
+    assert rc == 2
+    assert (f"{src}: pos_embed has 17 entries, but image size 224 (from --variant vit_tiny_patch16_224) with patch size "
+            "16 makes a 14x14 grid plus [CLS], 197 entries; 17 entries are 1 [CLS] + a 4x4 grid of 16-px patches, so "
+            "the file was saved at 64 px: pass --source-image-size 64 with --variant vit_tiny_patch16_224") in err, err
+    rc, out, err = convert(capsys, src, tmp_path / "o.safetensors", "--variant", "vit_tiny_patch16_224",
+                           "--source-image-size", "64")
+    assert rc == 0, err
+    assert "image size 64 from --source-image-size, in place of vit_tiny_patch16_224's 224" in out
+    config, _ = load_weights(tmp_path / "o.safetensors")
+    # The name's architecture and normalisation, at the file's image size.
+    assert (config.image_size, config.width, config.heads, config.image_mean) == (64, 192, 3, (0.5, 0.5, 0.5))
+    # An image size that does not fit either is refused, with the one that does.
+    rc, _, err = convert(capsys, src, tmp_path / "o2.safetensors", "--variant", "vit_tiny_patch16_224",
+                         "--source-image-size", "32", "--overwrite")
+    assert rc == 2 and "(from --source-image-size 32)" in err and "pass --source-image-size 64 with --variant" in err
+
+
+def test_messages_name_convert_flags(timm_file, tmp_path, capsys):
+    """The converter's messages are vit train's too (with its flags); here they keep vit convert's."""
+    rc, _, err = convert(capsys, timm_file, tmp_path / "o.safetensors")
+    assert rc == 2 and "give --variant (e.g. S/16 or vit_small_patch16_224) or --heads" in err
+    assert "init-" not in err and "vit train" not in err
+    rc, _, err = convert(capsys, timm_file, tmp_path / "o.safetensors", "--variant", "vit_small_patch16_224.mystery")
+    assert rc == 2 and "give --image-mean/--image-std with the tag left off (--variant vit_small_patch16_224)" in err

@@ -193,11 +193,70 @@ def test_a_failed_write_keeps_the_previous_png_and_leaves_no_partial_file(tmp_pa
 
     monkeypatch.setattr(Figure, "savefig", savefig_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        main(["plot", str(run), "--out", str(out)])
+        main(["plot", str(run), "--out", str(out), "--overwrite"])
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.png", "run"]
 
 
 def test_out_as_a_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["plot", str(write_run(tmp_path / "run")), "--out", str(tmp_path)]) == 2
-    assert "is a directory: give the path of a PNG file" in capsys.readouterr().err
+    assert f"--out {tmp_path} is a directory: give the path of a file" in capsys.readouterr().err
+
+
+def test_an_existing_out_is_replaced_only_with_overwrite_and_refused_before_reading_the_runs(tmp_path, capsys):
+    run, out = write_run(tmp_path / "run"), tmp_path / "cmp.png"
+    out.write_bytes(b"an older picture")
+    assert main(["plot", str(tmp_path / "missing"), "--out", str(out)]) == 2  # refused before the runs are read
+    assert f"--out {out} exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert out.read_bytes() == b"an older picture"
+    assert main(["plot", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert matplotlib.image.imread(out).shape == (400, 1600, 4)
+
+
+@pytest.mark.parametrize("suffix, start", [("jpg", b"\xff\xd8\xff"), ("JPEG", b"\xff\xd8\xff"), ("pdf", b"%PDF"),
+                                           ("svg", b"<?xml"), ("png", b"\x89PNG")])
+def test_the_out_suffix_picks_the_format(tmp_path, suffix, start):
+    out = tmp_path / f"cmp.{suffix}"
+    assert main(["plot", str(write_run(tmp_path / "run")), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(start)
+
+
+@pytest.mark.parametrize("name, says", [("cmp.bmp", "ends in .bmp, which is not a picture format this command writes"),
+                                        ("cmp", "has no suffix")])
+def test_an_out_suffix_matplotlib_cannot_write_is_refused_naming_the_formats(tmp_path, capsys, name, says):
+    out = tmp_path / "plots" / name
+    assert main(["plot", str(write_run(tmp_path / "run")), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vit plot: error: --out {out} {says}: end the name in one of .png, .jpg, .jpeg, .pdf, .svg")
+    assert len(err.splitlines()) == 1 and not out.parent.exists()
+
+
+def test_a_single_point_is_drawn_as_a_marker_and_a_panel_without_data_says_so(tmp_path):
+    # A 20-step run logging every 50 steps: no train record, one validation and one test record.
+    short = write_lines(tmp_path / "short", [json.dumps(eval_record(20, "validation", 0.2)),
+                                             json.dumps(eval_record(20, "test", 0.25))])
+    fig = draw([read_records(short)], ["short"])
+    try:
+        ax_loss, ax_acc, ax_lr = fig.axes
+        assert [t.get_text() for t in ax_lr.texts] == [
+            "no learning-rate records\n(a run logs train records every --log-every steps)"]
+        assert not ax_loss.texts and not ax_acc.texts
+        assert all(line.get_marker() not in ("None", "", None) for line in ax_loss.get_lines() if len(line.get_xdata()))
+    finally:
+        plt.close(fig)
+    # One train record: its line of one point gets a marker, so that it shows; longer lines keep none.
+    one = write_lines(tmp_path / "one", [json.dumps(train_record(20))])
+    fig = draw([read_records(one), read_records(write_run(tmp_path / "long"))], ["one", "long"])
+    try:
+        for ax in fig.axes:
+            assert not ax.texts
+            drawn = [line for line in ax.get_lines() if len(line.get_xdata())]
+            single = [line for line in drawn if len(line.get_xdata()) == 1 and line.get_linestyle() == "-"]
+            assert len(single) == 1 and single[0].get_marker() == "o"
+            assert all(line.get_marker() == "None" for line in drawn
+                       if len(line.get_xdata()) > 1 and line.get_linestyle() == "-")
+    finally:
+        plt.close(fig)
+    out = tmp_path / "short.png"
+    assert main(["plot", str(short), "--out", str(out)]) == 0
+    assert matplotlib.image.imread(out).shape == (400, 1600, 4)

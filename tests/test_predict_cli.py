@@ -130,8 +130,21 @@ def test_top_k_is_capped_at_the_number_of_classes_and_must_be_positive(tmp_path,
     code, results = predict_json(capsys, weights, file, "--top-k", "50")
     assert code == 0 and len(results[0]["predictions"]) == 10
     assert sum(p["probability"] for p in results[0]["predictions"]) == pytest.approx(1.0)
-    assert main(["predict", weights, file, "--top-k", "0"]) == 2
-    assert "--top-k must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused by argparse (vit_cli.flag_types), as a usage error
+        main(["predict", weights, file, "--top-k", "0"])
+    assert exit_.value.code == 2
+    assert "argument --top-k: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_ranks_names_and_probabilities_stay_in_aligned_columns_for_ten_or_more_classes(tmp_path, capsys):
+    weights = str(weights_file(tmp_path, ViTConfig(**{**TINY, "num_classes": 12})))
+    assert main(["predict", weights, image_files(tmp_path)[0], "--top-k", "12"]) == 0
+    file, *lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12
+    assert lines[0].startswith("   1. class ") and lines[9].startswith("  10. class ")
+    # Every row's name starts in the same column, and so does every probability.
+    assert len({line.index("class") for line in lines}) == 1
+    assert len({len(line) for line in lines}) == 1 and all(line.endswith("%") for line in lines)
 
 
 def test_labels_come_from_the_option_else_the_weights_file_else_class_numbers(tmp_path, capsys):
@@ -203,6 +216,31 @@ def test_bad_files_are_each_named_while_the_good_ones_are_still_predicted(tmp_pa
     assert [("error" in r) for r in results] == [False, True, True, True, False]
     assert all(r["error"].startswith(f"{r['file']}: ") for r in results if "error" in r)
     assert all(r["predictions"][0]["class"] == WINNER for r in results if "predictions" in r)
+
+
+def test_a_folder_given_as_an_image_is_named_as_a_folder(tmp_path, capsys):
+    weights = str(weights_file(tmp_path, ViTConfig(**TINY)))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert main(["predict", weights, str(folder), image_files(tmp_path)[0]]) == 1
+    assert capsys.readouterr().err == f"vit predict: {folder}: a folder, not an image file\n"
+
+
+def test_a_finished_runs_workdir_stands_for_its_weights_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    weights_file(run, ViTConfig(**TINY), known=True)
+    code, results = predict_json(capsys, str(run), image_files(tmp_path)[0])
+    assert code == 0 and results[0]["predictions"][0]["class"] == WINNER
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "metrics.jsonl").write_text("")
+    assert main(["predict", str(unfinished), image_files(tmp_path)[0]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vit predict: error: {unfinished} is a folder with no model.safetensors yet: a `vit train` "
+                          "workdir gets it when its run finishes")
+    assert main(["predict", str(tmp_path / "nowhere"), image_files(tmp_path)[0]]) == 2
+    assert f"no weights file at {tmp_path / 'nowhere'}" in capsys.readouterr().err
 
 
 def test_no_readable_file_still_names_each_and_exits_1(tmp_path, capsys):

@@ -148,6 +148,17 @@ def test_same_data_order_and_schedule_as_the_jax_trainer(reference, tmp_path):
     np.testing.assert_allclose(torch_lr, jax_lr, rtol=1e-6)
 
 
+def test_a_run_shorter_than_log_every_logs_its_last_step_once(tmp_path):
+    """As the JAX trainer (tests/test_train_run.py): a train record at the last step, none repeated on resume."""
+    from tests.test_train_run import train_steps
+
+    workdir = tmp_path / "run"
+    train(options(workdir, steps=5, log_every=50, checkpoint_every=50), dataset=tiny_dataset())
+    assert train_steps(workdir) == [5]
+    train(options(workdir, steps=7, log_every=50, checkpoint_every=50), dataset=tiny_dataset())
+    assert train_steps(workdir) == [5, 7]
+
+
 def test_bad_options_are_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="--streaming is an option of the JAX trainer"):
         train(options(tmp_path / "a", streaming=True), dataset=tiny_dataset())

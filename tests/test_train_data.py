@@ -66,3 +66,20 @@ def test_cifar10_loads_as_uint8_and_streams_the_same_batches():
     for (a, la), (b, lb) in zip(streamed, in_memory):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
+
+
+def test_a_data_dir_that_does_not_exist_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    with pytest.raises(data.DatasetNotFoundError, match=r"^--data-dir \S+ does not exist: give the folder"):
+        data.resolve_data_dir(str(tmp_path / "nowhere"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DatasetNotFoundError, match=r"^TFDS_DATA_DIR \S+ does not exist: .* or unset TFDS_DATA_DIR"):
+        data.resolve_data_dir(None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(data.DatasetNotFoundError, match="is a file, not a folder"):
+        data.resolve_data_dir(str(tmp_path / "file"))
+
+
+def test_a_data_dir_without_the_dataset_says_so(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError, match=r"there is no prepared cifar10/ folder in it\)"):
+        data.open_sources("cifar10", str(tmp_path))

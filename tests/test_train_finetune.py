@@ -10,6 +10,7 @@ import pytest
 from tests.test_train_run import options, tiny_dataset
 from train.jax_loop.trainer import finetune_start
 from train.jax_loop.trainer import train
+from vit_cli.main import main
 from vit_spec import ViTConfig, load_weights, random_weights, save_weights
 from vit_spec.formats import load_checkpoint
 
@@ -45,8 +46,12 @@ def test_start_keeps_the_checkpoint_resamples_positions_and_replaces_the_head(so
     assert start["head.weight"].shape == (10, 32) and not start["head.weight"].any()
 
 
-def test_a_run_fine_tunes_from_the_file_and_normalises_as_it_did(source_file, tmp_path):
+def test_a_run_fine_tunes_from_the_file_and_normalises_as_it_did(source_file, tmp_path, capsys):
     result = train(options(tmp_path / "run", init_from=str(source_file), steps=3), dataset=tiny_dataset())
+    # One line says what was loaded, and how it was adapted.
+    assert (f"init from {source_file} (vit): patch 4, width 32, depth 2, heads 4, mlp 64, [CLS] token; position "
+            "table resampled from 16 to 32 px (4x4 -> 8x8 patches); a new head of 10 classes (the file's has 5)\n"
+            ) in capsys.readouterr().err
     config, weights = load_weights(tmp_path / "run" / "model.safetensors")
     assert (config.width, config.image_size, config.num_classes, config.gelu) == (32, 32, 10, "tanh")
     assert config.image_mean == SOURCE.image_mean
@@ -68,3 +73,44 @@ def test_a_checkpoint_for_other_channels_is_refused(tmp_path):
     save_weights(tmp_path / "gray.safetensors", gray, random_weights(gray))
     with pytest.raises(ValueError, match="1-channel images, but the dataset's have 3 channels"):
         finetune_start(str(tmp_path / "gray.safetensors"), (32, 32, 3), num_classes=10)
+
+
+def _vit_train(monkeypatch, capsys, tmp_path, *argv: str) -> tuple[int, str]:
+    """`vit train ARGV` (PyTorch, one step) on tiny data in place of CIFAR-10: (exit status, stderr)."""
+    monkeypatch.setattr("train.data.load", lambda name, data_dir=None: tiny_dataset())
+    code = main(["train", "--framework", "torch", "--steps", "1", "--batch-size", "32", "--validation", "0",
+                 "--no-progress", "--workdir", str(tmp_path / f"run{len(list(tmp_path.iterdir()))}"), *argv])
+    return code, capsys.readouterr().err
+
+
+def test_init_from_messages_name_vit_trains_flags_and_the_run_says_what_it_loaded(monkeypatch, capsys, tmp_path):
+    """A timm state dict records no heads, and a timm name's image size may not be the file's: vit train asks for
+    --init-variant (it has no --variant, --heads or --source-image-size), and then says what it loaded."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    small = tmp_path / "timm_s16_64.safetensors"  # depth 2: no variant describes it
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=64, depth=2).state_dict(), str(small))
+    code, err = _vit_train(monkeypatch, capsys, tmp_path, "--init-from", str(small))
+    assert code == 2
+    assert "does not record the number of attention heads (width 384): give --init-variant (e.g. S/16" in err, err
+    assert (f"convert it first, `vit convert {small} converted.safetensors --heads N` (vit train has no --heads), "
+            "then give --init-from converted.safetensors") in err, err
+    assert "give --variant" not in err and " or --heads" not in err
+    code, err = _vit_train(monkeypatch, capsys, tmp_path, "--init-from", str(small), "--init-variant", "S/16")
+    assert code == 2 and "does not match --init-variant S/16: the checkpoint has depth=2" in err, err
+
+    tiny = tmp_path / "timm_ti16_64.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=7).state_dict(), tiny)
+    code, err = _vit_train(monkeypatch, capsys, tmp_path, "--init-from", str(tiny), "--init-variant", "vit_tiny_patch16_224")
+    assert code == 2
+    assert ("17 entries are 1 [CLS] + a 4x4 grid of 16-px patches, so the file was saved at 64 px: pass --init-variant "
+            "vit_tiny_patch16_64 (vit_tiny_patch16_224 at 64 px)") in err, err
+    code, err = _vit_train(monkeypatch, capsys, tmp_path, "--init-from", str(tiny), "--init-variant", "vit_tiny_patch16_64")
+    assert code == 0, err
+    assert (f"init from {tiny} (timm): patch 16, width 192, depth 12, heads 3, mlp 768, [CLS] token; position table "
+            "resampled from 64 to 32 px (4x4 -> 2x2 patches); a new head of 10 classes (the file's has 7); from "
+            "--init-variant vit_tiny_patch16_64: heads 3, image size 64, layer norm eps 1e-06, gelu exact, image mean "
+            "(0.5, 0.5, 0.5), image std (0.5, 0.5, 0.5)\n") in err, err

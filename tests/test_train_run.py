@@ -179,6 +179,33 @@ def test_missing_dataset_says_where_it_looked_and_how_to_fix_it(tmp_path, capsys
     assert "pip install 'vit-twins[data]'" in err and "--data-dir" in err
 
 
+def train_steps(workdir: Path) -> list[int]:
+    """The steps of WORKDIR/metrics.jsonl's train records, in order."""
+    import json
+
+    records = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if r["kind"] == "train"]
+
+
+def test_a_run_shorter_than_log_every_logs_its_last_step_once(tmp_path):
+    """--log-every 50 on a 5-step run: a train record at step 5, so `vit plot` has something to draw; extended
+    from its checkpoint, the run adds step 7 and repeats none (PyTorch's trainer: tests/test_torch_trainer.py)."""
+    workdir = tmp_path / "run"
+    train(options(workdir, steps=5, log_every=50, checkpoint_every=50), dataset=tiny_dataset())
+    assert train_steps(workdir) == [5]
+    train(options(workdir, steps=7, log_every=50, checkpoint_every=50), dataset=tiny_dataset())
+    assert train_steps(workdir) == [5, 7]
+
+
+def test_steps_and_epochs_together_are_refused_before_any_data_is_read(tmp_path, capsys):
+    for framework in ("jax", "torch"):
+        code = main(["train", "--framework", framework, "--steps", "5", "--epochs", "2", "--data-dir",
+                     str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "--steps 5 and --epochs 2 both set the run's length: give one of them" in err, err
+    assert not (tmp_path / "w").exists()
+
+
 def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
     result = train(options(tmp_path / "run", dtype="bfloat16", steps=2), dataset=tiny_dataset())
     assert np.isfinite(result.test_loss)
@@ -200,14 +227,14 @@ def test_short_real_run_learns_and_both_frameworks_score_it_alike(tmp_path, caps
                  "--eval-every", "0", "--workdir", str(workdir), "--data-dir", data_dir, "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
-    accuracy = float(out.split("test accuracy ")[1].split(",")[0])
+    accuracy = float(out.split("test accuracy ")[1].split("%,")[0]) / 100
     assert accuracy > 0.25, out  # chance is 0.10
     code = main(["eval", str(workdir / "model.safetensors"), "--framework", "both", "--data-dir", data_dir])
     out = capsys.readouterr().out
     assert code == 0, out
     lines = {line.split(":")[0]: line for line in out.splitlines()}
-    jax_acc = float(lines["jax"].split("accuracy ")[1].split()[0])
-    torch_acc = float(lines["torch"].split("accuracy ")[1].split()[0])
+    jax_acc = float(lines["jax"].split("accuracy ")[1].split("%")[0]) / 100
+    torch_acc = float(lines["torch"].split("accuracy ")[1].split("%")[0]) / 100
     assert jax_acc == pytest.approx(accuracy, abs=1e-4) and abs(jax_acc - torch_acc) <= 2e-4
     assert "0 of them not near-ties" in out
 

@@ -73,8 +73,19 @@ class Dataset:
 
 
 def resolve_data_dir(flag: str | None) -> str | None:
-    """--data-dir, else $TFDS_DATA_DIR, else None (tfds's default, ~/tensorflow_datasets)."""
-    return flag or os.environ.get("TFDS_DATA_DIR") or None
+    """--data-dir, else $TFDS_DATA_DIR, else None (tfds's default, ~/tensorflow_datasets).
+
+    Raises DatasetNotFoundError, naming where the folder came from, when it is not a folder.
+    """
+    env = os.environ.get("TFDS_DATA_DIR")
+    data_dir, source = (flag, "--data-dir") if flag else (env, "TFDS_DATA_DIR") if env else (None, "")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        what = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"{source} {data_dir} {what}: give the folder that holds the prepared tfds datasets (the one with "
+            "cifar10/ in it)" + (", or unset TFDS_DATA_DIR to use tfds's default" if source == "TFDS_DATA_DIR" else "")
+        )
+    return data_dir
 
 
 def _where(data_dir: str | None) -> str:
@@ -105,7 +116,11 @@ def open_sources(name: str, data_dir: str | None) -> dict[str, Any]:
             "or svhn_cropped (see `tfds.list_builders()`)"
         ) from None
     except Exception as first:  # tfds raises several types for "not prepared here"
-        reason = f"{type(first).__name__}: {str(first).splitlines()[0]}"
+        folder = Path(data_dir or tfds.core.constants.DATA_DIR) / name.split(":")[0].split("/")[0]
+        if not any(folder.glob("*/*/dataset_info.json")) and not any(folder.glob("*/dataset_info.json")):
+            reason = f"there is no prepared {folder.name}/ folder in it"
+        else:
+            reason = f"{type(first).__name__}: {' '.join(str(first).split())[:300]}"
     if importlib.util.find_spec("tensorflow") is not None:
         try:
             sources = dict(tfds.data_source(name, data_dir=data_dir, download=True))

@@ -5,27 +5,48 @@ size (the position embedding is resampled, as timm does) and the number of class
 zero-initialised as big_vision fine-tunes); the recipe adds its regularisation: a dropout or drop_path rate
 that a flag (zero included) or the recipe sets (recipes.resolve's model_overrides) replaces the checkpoint's, one
 that neither sets stays the checkpoint's, as does its attention dropout (recipes.as_trained reports them).
+
+The converters' messages name `vit train`'s flags (INIT_FROM_FLAGS): --init-variant for what the file does not
+record; what only `vit convert` can say (--heads, --source-image-size, ...) is asked for through it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any, Mapping
 
 import numpy as np
 
 from vit_spec import ViTConfig
-from vit_spec.formats import load_checkpoint, missing_params
+from vit_spec.formats import Checkpoint, Flags, adapt_checkpoint, missing_params, read_checkpoint
+
+# `vit train`'s names for what a checkpoint may not record: only --init-variant.
+INIT_FROM_FLAGS = Flags(command="vit train", source="--init-from", variant="--init-variant", heads=None,
+                        source_image_size=None, image_mean_std=None, image_size=None)
+
+logger = logging.getLogger("vit_spec.formats")
 
 
-def finetune_weights(
+@dataclasses.dataclass(frozen=True)
+class FinetuneStart:
+    """What fine-tuning starts from: the model, its weights, what they lack, and the line that says so."""
+
+    config: ViTConfig
+    state_dict: dict[str, np.ndarray]  # float32, timm names
+    missing: list[str]  # parameters the trainer initialises (a new head)
+    summary: str  # one line: what was loaded, and how it was adapted
+
+
+def finetune_checkpoint(
     path: str,
     image_shape: tuple[int, int, int],
     num_classes: int,
     overrides: Mapping[str, Any] = (),
     variant: str | None = None,
-) -> tuple[ViTConfig, dict[str, np.ndarray], list[str]]:
-    """(config, state dict, names of the parameters it lacks: a new head) for fine-tuning the checkpoint
-    at `path` on a dataset; framework-free (each trainer initialises what is missing).
+) -> FinetuneStart:
+    """The start of fine-tuning the checkpoint at `path` on a dataset; framework-free (each trainer initialises
+    what is missing).
 
     Args:
         path: a checkpoint in any supported format (vit, timm, hf, npz, big_vision).
@@ -36,9 +57,68 @@ def finetune_weights(
         variant: what the file does not record (a timm state dict's heads), as `vit convert --variant`.
     """
     h, w, c = image_shape
-    config, state_dict = load_checkpoint(path, variant=variant, image_size=(h, w) if h != w else h, num_classes=num_classes)
-    if config.channels != c:
-        raise ValueError(f"{path} is a model of {config.channels}-channel images, but the dataset's have {c} channels")
-    config = config.replace(**dict(overrides))
-    state_dict = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
-    return config, state_dict, missing_params(config, state_dict)
+    size = (h, w) if h != w else h
+    # The image size is also where a big_vision sin-cos checkpoint, which records none, is read at.
+    read = read_checkpoint(path, variant=variant, image_size=size, flags=INIT_FROM_FLAGS)
+    if read.config.channels != c:
+        raise ValueError(f"{path} is a model of {read.config.channels}-channel images, but the dataset's have {c} channels")
+    adapted = adapt_checkpoint(read, size, num_classes)
+    for message in adapted.messages():
+        logger.info("%s: %s", path, message)
+    config = adapted.config.replace(**dict(overrides))
+    state_dict = {k: np.asarray(v, np.float32) for k, v in adapted.state_dict.items()}
+    return FinetuneStart(config, state_dict, missing_params(config, state_dict), summary(path, read, adapted, variant))
+
+
+def finetune_weights(
+    path: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    overrides: Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> tuple[ViTConfig, dict[str, np.ndarray], list[str]]:
+    """(config, state dict, names of the parameters it lacks: a new head): finetune_checkpoint's, without the line."""
+    start = finetune_checkpoint(path, image_shape, num_classes, overrides, variant)
+    return start.config, start.state_dict, start.missing
+
+
+def _size(size: int | tuple[int, int]) -> str:
+    return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+
+def summary(path: str, read: Checkpoint, adapted: Checkpoint, variant: str | None) -> str:
+    """One line for the user: the file and its format, the architecture, the image size (resampled from -> to),
+    the head (new, of N classes, or kept) and what came from --init-variant (or was assumed)."""
+    old, new = read.config, adapted.config
+    pool = "[CLS] token" if new.pool == "cls" else "mean pooling"
+    parts = [f"patch {_size(new.patch_size)}, width {new.width}, depth {new.depth}, heads {new.heads}, "
+             f"mlp {new.mlp_dim}, {pool}"]
+    if new.grid == old.grid:
+        parts.append(f"at its image size {_size(old.image_size)}")
+    else:
+        how = "recomputed" if old.pos_embed == "sincos2d" else "resampled"
+        parts.append(f"position table {how} from {_size(old.image_size)} to {_size(new.image_size)} px "
+                     f"({old.grid[0]}x{old.grid[1]} -> {new.grid[0]}x{new.grid[1]} patches)")
+    if new.num_classes == old.num_classes and "head.weight" in adapted.state_dict:
+        parts.append(f"its head of {new.num_classes} classes kept")
+    else:
+        had = f"the file's has {old.num_classes}" if old.num_classes else "the file has none"
+        parts.append(f"a new head of {new.num_classes} classes ({had})")
+    by_variant = f"{INIT_FROM_FLAGS.variant} {variant}"
+    from_variant = [f for f, flag in read.given.items() if flag == by_variant]
+    from_variant += [f for f, why in read.assumed.items() if why.startswith(f"from {by_variant}")]
+    shown = lambda fields: ", ".join(f"{f.replace('_', ' ')} {_show(getattr(old, f))}" for f in fields)
+    if variant and from_variant:
+        parts.append(f"from {by_variant}: {shown(from_variant)}")
+    elif variant:
+        parts.append(f"{INIT_FROM_FLAGS.variant} not used: the file records its own architecture")
+    assumed = [f for f in read.assumed if f not in from_variant]
+    if assumed:
+        parts.append(f"not recorded, assumed: {shown(assumed)}")
+    return f"init from {path} ({read.fmt}): " + "; ".join(parts)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(f"{v:g}" for v in value) + ")"
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -40,33 +40,13 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
     def plot(self, path: str | Path) -> None:
-        """Redraws the loss and accuracy curves (atomically: a reader never sees half a PNG)."""
+        """Redraws the run's curves.png as `vit plot WORKDIR` draws them (vit_figures.curves: loss, accuracy and
+        learning rate; atomically: a reader never sees half a PNG)."""
         if not self.enabled:
             return
-        import matplotlib
+        from vit_figures import curves
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        train = [r for r in self.records if r.get("kind") == "train"]
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-        ax_loss.plot([r["epoch"] for r in train], [r["loss"] for r in train], label="train")
-        ax_acc.plot([r["epoch"] for r in train], [r["accuracy"] for r in train], label="train (augmented)")
-        for split, style in (("validation", "o-"), ("test", "s")):
-            # Records of runs before the validation split have no "split": they scored the test split.
-            evals = [r for r in self.records if r.get("kind") == "eval" and r.get("split", "test") == split]
-            if evals:
-                ax_loss.plot([r["epoch"] for r in evals], [r["loss"] for r in evals], style, label=split)
-                ax_acc.plot([r["epoch"] for r in evals], [r["accuracy"] for r in evals], style, label=split)
-        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-        ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-        for ax in (ax_loss, ax_acc):
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        curves.save(curves.draw([curves.group(self.records)], [self.path.parent.name or "run"]), path)
 
 
 class Progress:

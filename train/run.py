@@ -108,6 +108,7 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown --framework {options.framework!r}: use one of {FRAMEWORKS}")
     if options.dtype not in dtypes:
         raise ValueError(f"unknown --dtype {options.dtype!r}: use one of {sorted(dtypes)}")
+    check_length(options.steps, options.epochs)
     if options.steps is not None and options.steps <= 0:
         raise ValueError(f"--steps must be positive, got {options.steps}")
     if options.log_every < 1:
@@ -115,6 +116,12 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
     if options.checkpoint_every is not None and options.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be at least 1, got {options.checkpoint_every}")
     check_keep(options.keep_checkpoints)
+
+
+def check_length(steps: int | None, epochs: int | None) -> None:
+    """--steps and --epochs each set the run's length: one at most (`vit train`, `vit compare`)."""
+    if steps is not None and epochs is not None:
+        raise ValueError(f"--steps {steps} and --epochs {epochs} both set the run's length: give one of them")
 
 
 def check_keep(keep: int) -> None:
@@ -394,7 +401,7 @@ def evaluation_round(
             continue
         evals[name] = score(split)
         log.write({"kind": "eval", "split": name, "step": step, "epoch": step / spe, **evals[name]})
-        progress.note(f"step {step} (epoch {step / spe:.2f}): {name} accuracy {evals[name]['accuracy']:.4f}, "
+        progress.note(f"step {step} (epoch {step / spe:.2f}): {name} accuracy {evals[name]['accuracy']:.2%}, "
                       f"{name} loss {evals[name]['loss']:.4f}")
     log.plot(curves)
     return evals

@@ -4,6 +4,7 @@ when it runs, so that it works without the other framework installed."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 FRAMEWORKS = ("jax", "torch")
@@ -25,3 +26,16 @@ def twin_module(framework: str, module: str) -> ModuleType:
         if e.name and e.name.split(".")[0] in (package, "vit_spec", "twins"):
             raise  # our own module is missing: a bug, not an install
         raise ValueError(f"the {framework} twin needs {e.name}, which is not installed: pip install '{extra}'") from None
+
+
+def installed(framework: str) -> bool:
+    """Whether `framework` ("jax" or "torch") can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(framework) is not None
+    except ValueError:  # sys.modules[framework] is None or lacks a spec: not importable
+        return False
+
+
+def install_hint(framework: str) -> str:
+    """The pip command that installs `framework`'s twin."""
+    return f"pip install '{_PACKAGES[framework][1]}'"

@@ -4,6 +4,9 @@ Each file is read as the model sees it (vit_spec.image_files: centre crop to its
 image size, its channels, its image_mean/image_std); an unreadable file is named and the others are still
 classified. Class names come from the caller (--labels), else from the weight file's metadata (the trainers
 record the dataset's), else "class N".
+
+What `vit predict`, `vit attention` and `vit embeddings` share: a WEIGHTS argument that may name a training
+run's workdir (weights_file), the class names (class_names) and the reading of image files (read_files).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from twins.frameworks import twin_module
+from vit_spec import ViTConfig
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -31,12 +35,39 @@ def top_k(probabilities: np.ndarray, k: int, labels: list[str] | None) -> list[d
 
 
 def format_predictions(file: str, predictions: list[dict[str, Any]]) -> str:
-    """One file's block: its name, then a line per class (rank, name, probability)."""
+    """One file's block: its name, then a line per class (rank, name, probability), in aligned columns."""
     names = [p["label"] if p["label"] is not None else f"class {p['class']}" for p in predictions]
     width = max(len(n) for n in names)
-    lines = [file] + [f"  {rank}. {name:<{width}}  {100 * p['probability']:6.2f}%"
+    rank_width = len(f"{len(predictions)}.")
+    lines = [file] + [f"  {f'{rank}.':>{rank_width}} {name:<{width}}  {100 * p['probability']:6.2f}%"
                       for rank, (name, p) in enumerate(zip(names, predictions), 1)]
     return "\n".join(lines)
+
+
+def class_names(weights_path: str | Path, num_classes: int, labels: str | None = None) -> list[str] | None:
+    """The names of a model's classes, as `vit predict` and `vit attention` show them: from `labels` (a text file
+    with one per line, or a built-in list: cifar10, cifar100, imagenet; checked against `num_classes`), else
+    those the weights file records, else None (the caller says "class N")."""
+    from vit_spec import read_class_names
+    from vit_spec.class_names import check_count, load_labels
+
+    if labels is not None:
+        return check_count(load_labels(labels), num_classes, f"--labels {labels}")
+    return read_class_names(weights_path)
+
+
+def read_files(paths: Sequence[str | Path], config: ViTConfig) -> list[np.ndarray | str]:
+    """Per file, in the given order: its pixels as the model `config` sees it ((H, W, C) uint8,
+    vit_spec.image_files.read_image), or the error that names it."""
+    from vit_spec.image_files import ImageFileError, read_image
+
+    read: list[np.ndarray | str] = []
+    for path in paths:
+        try:
+            read.append(read_image(path, config))
+        except ImageFileError as e:
+            read.append(str(e))
+    return read
 
 
 def classify_files(weights_path: str | Path, paths: Sequence[str], framework: str = "jax", k: int = 5,
@@ -45,32 +76,24 @@ def classify_files(weights_path: str | Path, paths: Sequence[str], framework: st
     cannot be read.
 
     Args:
-        weights_path: a weights file of this project with a classification head.
+        weights_path: a weights file of this project with a classification head, or the workdir of a finished
+            `vit train` run (its model.safetensors).
         paths: image files.
         framework: the twin that runs ("jax" or "torch").
         k: classes per file (at most the model's).
         labels: where the class names come from: a text file with one per line or a built-in list (cifar10,
             cifar100, imagenet); default: the weights file's, else none.
     """
-    from vit_spec import WeightsError, load_weights, read_class_names
-    from vit_spec.class_names import check_count, load_labels
-    from vit_spec.image_files import ImageFileError, normalise, read_image
+    from vit_spec import WeightsError, load_weights, resolve_weights_path
+    from vit_spec.image_files import normalise
 
+    weights_path = resolve_weights_path(weights_path)
     config, weights = load_weights(weights_path)
     if not config.num_classes:
         raise WeightsError(f"{weights_path} has no classification head (num_classes 0): there are no classes to "
                            "predict; fine-tune it into a classifier first (vit train --init-from)")
-    if labels is not None:
-        names = check_count(load_labels(labels), config.num_classes, f"--labels {labels}")
-    else:
-        names = read_class_names(weights_path)
-    # Every file in the given order: its pixels, or the error that names it.
-    read: list[np.ndarray | str] = []
-    for path in paths:
-        try:
-            read.append(read_image(path, config))
-        except ImageFileError as e:
-            read.append(str(e))
+    names = class_names(weights_path, config.num_classes, labels)
+    read = read_files(paths, config)  # every file in the given order: its pixels, or the error that names it
     good = [r for r in read if isinstance(r, np.ndarray)]
     probabilities = iter(())
     if good:

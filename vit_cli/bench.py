@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 
 from vit_bench.sweep import DEFAULT_ROWS, DTYPES, MODES, TASKS
+from vit_cli.flag_types import positive_int
+from vit_cli.output_files import add_overwrite_flag, check_output
 
 # The flags and the printing; the measurements are vit_bench's (vit_bench.report runs the sweep and the
 # sections, vit_bench.inference the --inference report). The docstring above is `vit bench --help`'s text.
@@ -48,15 +50,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--rows", nargs="+", metavar="ROW", help=f"rows to run (default: {' '.join(DEFAULT_ROWS)}; also: smoke)")
-    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), metavar="DTYPE", help="float32 and/or bfloat16 (default: both)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK", help="train and/or inference (default: both)")
-    p.add_argument("--modes", nargs="+", default=list(MODES), metavar="MODE", help="jax, torch, torch-compile (default: all)")
-    p.add_argument("--repeats", type=int, help="timed repeats per mode (default: per row, 3-5)")
-    p.add_argument("--steps", type=int, help="steps per timed repeat (default: per row and task, 1-6)")
-    p.add_argument("--batch-size", type=int, help="override every row's batch")
+    p.add_argument("--dtypes", nargs="+", metavar="DTYPE", help="float32 and/or bfloat16 (default: both)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="train and/or inference (default: both)")
+    p.add_argument("--modes", nargs="+", metavar="MODE", help="jax, torch, torch-compile (default: all)")
+    p.add_argument("--repeats", type=positive_int, help="timed repeats per mode (default: per row, 3-5)")
+    p.add_argument("--steps", type=positive_int, help="steps per timed repeat (default: per row and task, 1-6)")
+    p.add_argument("--batch-size", type=positive_int, help="override every row's batch")
     p.add_argument("--json", metavar="FILE", help="write machine, versions, peak and every timing here (atomically)")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak (and the %% of peak)")
-    p.add_argument("--sections", nargs="+", default=["sweep"], metavar="SECTION",
+    p.add_argument("--sections", nargs="+", metavar="SECTION",
                    help="what to measure: sweep (the table above), host (data path and augmentation against "
                    "the step), compile (compile time and memory against depth, with and without nn.scan and "
                    "remat), ablation (each hand-written piece of the JAX model swapped back), profile (per-op time of the JAX "
@@ -68,24 +70,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(default 256) throughput of JAX jit, PyTorch eager, torch.compile and onnxruntime, alternated, for "
                    "--rows (default: tutorial S/16); --repeats rounds (default 5, 3 for big models), --steps calls "
                    "per throughput timing (default 1)")
-    p.add_argument("--calls", type=int, help="--inference: timed batch-1 calls per runtime and round (default 20)")
+    p.add_argument("--calls", type=positive_int, help="--inference: timed batch-1 calls per runtime and round (default 20)")
+    add_overwrite_flag(p, "--json's file")
     p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output(args.json, args.overwrite, "--json")
     if args.inference:
         from vit_bench import inference
 
-        if args.sections != ["sweep"]:
-            raise ValueError("--inference is a measurement of its own: run --sections without it")
+        unused = [flag for flag, value in (("--sections", args.sections), ("--dtypes", args.dtypes), ("--tasks", args.tasks),
+                                           ("--modes", args.modes), ("--no-peak", args.no_peak), ("--data-dir", args.data_dir))
+                  if value]
+        if unused:
+            raise ValueError(f"--inference is a measurement of its own and does not use {', '.join(unused)}: run "
+                             "them without --inference (its runtimes are fixed: JAX jit, PyTorch eager, torch.compile, "
+                             "onnxruntime, in float32)")
         lines = inference.run(rows=args.rows, repeats=args.repeats, steps=args.steps, batch_size=args.batch_size,
                               calls=args.calls, json_path=args.json)
     else:
         from vit_bench import report
 
-        lines = report.run(sections=args.sections, rows=args.rows, dtypes=args.dtypes, tasks=args.tasks,
-                           modes=args.modes, repeats=args.repeats, steps=args.steps, batch_size=args.batch_size,
-                           json_path=args.json, peak=not args.no_peak, data_dir=args.data_dir)
+        if args.calls is not None:
+            raise ValueError("--calls is a flag of --inference (timed batch-1 calls): add --inference, or leave --calls out")
+        lines = report.run(sections=args.sections or ["sweep"], rows=args.rows, dtypes=args.dtypes or list(DTYPES),
+                           tasks=args.tasks or list(TASKS), modes=args.modes or list(MODES), repeats=args.repeats,
+                           steps=args.steps, batch_size=args.batch_size, json_path=args.json, peak=not args.no_peak,
+                           data_dir=args.data_dir)
     for text in lines:
         print(text, flush=True)
     return 0

@@ -10,6 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
+from vit_cli.flag_types import non_negative_int, positive_float, positive_int
 from vit_spec.config import GELUS, ViTConfig
 
 FORMAT_HELP = """formats:
@@ -64,20 +65,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst_format", choices=WRITABLE_FORMATS, default="vit", metavar="FORMAT", help=f"the target format: {', '.join(WRITABLE_FORMATS)} (default: vit)")
     g = p.add_argument_group("what the source does not record")
     g.add_argument("--variant", metavar="NAME", help="the source's model: this project's (S/16, B/16, ...) or timm's (vit_small_patch16_224)")
-    g.add_argument("--heads", type=int, metavar="N", help="attention heads, for a timm/HF state dict no variant describes")
-    g.add_argument("--source-image-size", type=_image_size, metavar="HxW", help="the image size (N or HxW) a timm/HF state dict or npz was trained at, if not square")
+    g.add_argument("--heads", type=positive_int, metavar="N", help="attention heads, for a timm/HF state dict no variant describes")
+    g.add_argument("--source-image-size", type=_image_size, metavar="HxW", help="the image size (N or HxW) a timm/HF state dict or npz was saved at, where its position "
+                   "table is not square or not at the image size of a --variant name (this replaces the name's)")
     g.add_argument("--pool-type", choices=("gap", "tok", "map", "0", "none"), help="big_vision's pool_type (default: from the parameters, else gap)")
     g.add_argument("--gelu", choices=GELUS, help="the source's GELU, where it does not record it")
-    g.add_argument("--layer-norm-eps", type=float, metavar="EPS", help="the source's LayerNorm epsilon, where it does not record it")
+    g.add_argument("--layer-norm-eps", type=positive_float, metavar="EPS", help="the source's LayerNorm epsilon, where it does not record it")
     g.add_argument("--image-mean", type=_floats, metavar="R,G,B", help="input normalisation mean (comma-separated), where the source does not record it")
     g.add_argument("--image-std", type=_floats, metavar="R,G,B", help="input normalisation std (comma-separated), where the source does not record it")
     g = p.add_argument_group("resolution and head")
     g.add_argument("--image-size", type=_image_size, metavar="HxW", help="a new image size, N or HxW: the position embedding is resampled")
     g.add_argument("--resample", choices=MODES, default="bicubic", help="position-embedding interpolation (default: bicubic, as timm)")
     g.add_argument("--no-antialias", dest="antialias", action="store_false", help="interpolate without antialiasing (timm's default is with)")
-    g.add_argument("--num-classes", type=int, metavar="N", help="a new class count: the head is re-initialised (0: no head)")
+    g.add_argument("--num-classes", type=non_negative_int, metavar="N", help="a new class count: the head is re-initialised (0: no head)")
     g.add_argument("--drop-representation", action="store_true", help="drop the pre-logits layer (re-initialises the head)")
-    g.add_argument("--head-seed", type=int, metavar="SEED", help="initialise a new head from normal(0, 0.02) with this seed (default: zeros)")
+    g.add_argument("--head-seed", type=non_negative_int, metavar="SEED", help="initialise a new head from normal(0, 0.02) with this seed (default: zeros)")
     g = p.add_argument_group("writing")
     g.add_argument("--accept-mismatch", action="store_true", help="write an npz even if the model's GELU/eps differ from Google's code")
     g.add_argument("--overwrite", action="store_true", help="replace DST if it exists")

@@ -1,22 +1,32 @@
 """`vit embeddings`: the ViT paper's figure 7 for any weights file: position-embedding similarity and
-the principal components of the patch-embedding filters (vit_figures.embeddings)."""
+the principal components of the patch-embedding filters (vit_figures.embeddings).
+
+Each WEIGHTS is a weights file or the workdir of a finished `vit train` run (its model.safetensors). The
+picture's format is its --out suffix (.png, .jpg, .pdf, .svg, ...); an existing --out is replaced only with
+--overwrite.
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from vit_cli.output_files import add_overwrite_flag, check_output
 
 
 def _run(args: argparse.Namespace) -> int:
     from vit_figures.embeddings import draw, embeddings_of, locality
-    from vit_spec import load_weights
+    from vit_figures.figure_files import figure_format
+    from vit_spec import load_weights, resolve_weights_path
 
     if args.labels and len(args.labels) != len(args.weights):
         raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.weights)} weights files: give one per file")
+    check_output(args.out, args.overwrite, "--out")
+    figure_format(args.out, "--out")
     models = []
-    for i, path in enumerate(args.weights):
+    for i, given in enumerate(args.weights):
+        path = resolve_weights_path(given)
         config, weights = load_weights(path)
-        name = args.labels[i] if args.labels else Path(path).parent.name or Path(path).name
+        name = args.labels[i] if args.labels else path.parent.name or path.name
         model = embeddings_of(name, config, weights)
         models.append(model)
         neighbours, others = locality(model.similarity)
@@ -36,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "to compare them): the cosine similarity of each patch's position embedding with every other patch's, and "
         "the first 28 principal components of the patch-embedding filters as image tiles.",
     )
-    p.add_argument("weights", nargs="+", help=".safetensors weights files of this project")
-    p.add_argument("--out", required=True, metavar="PNG", help="the picture goes here")
+    p.add_argument("weights", nargs="+", help=".safetensors weights files of this project, or finished `vit train` "
+                   "workdirs (their model.safetensors)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the picture goes here; its suffix picks the format (.png, .jpg, .pdf, .svg, ...)")
+    add_overwrite_flag(p, "--out")
     p.add_argument("--labels", nargs="+", metavar="NAME", help="a name per file (default: each file's folder)")
     p.set_defaults(run=_run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from vit_cli.flag_types import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="cifar10", help="tfds dataset (default: cifar10)")
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
     p.add_argument("--split", default="test", help="split to score (default: test)")
-    p.add_argument("--batch-size", type=int, default=500, help="(default: 500)")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="(default: 500)")
     p.set_defaults(run=run_eval)
 
 
@@ -31,7 +33,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for name in frameworks:
         logits[name] = evaluation.logits(name, args.file, split, args.batch_size)
         accuracy = float((logits[name].argmax(-1) == split.labels).mean())
-        print(f"{name}: {args.dataset} {args.split} accuracy {accuracy:.4f} ({len(split)} images)")
+        print(f"{name}: {args.dataset} {args.split} accuracy {accuracy:.2%} ({len(split)} images)")
     if len(frameworks) == 2:
         differ, real = evaluation.disagreements(logits["jax"], logits["torch"])
         print(f"jax vs torch: {differ} differing predictions, {real} of them not near-ties")

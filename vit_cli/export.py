@@ -6,9 +6,14 @@ from __future__ import annotations
 import argparse
 
 from twins.exports import FORMATS, TOL, export, parse_platforms
+from twins.frameworks import FRAMEWORKS, install_hint
+from vit_cli.output_files import add_overwrite_flag, check_output
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_output(args.out, args.overwrite, "OUT")
+    if args.to == "stablehlo":
+        check_output(args.out + ".mlirbc", args.overwrite)
     platforms = parse_platforms(args.platforms) if args.to == "stablehlo" else []
     meta, checks = export(args.weights, args.to, args.out, args.images, platforms)
     for key in ("opset", "calling_convention_version", "platforms", "in", "out", "input", "output"):
@@ -16,6 +21,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{key}: {meta[key]}")
     for check in checks:
         print(check)
+    for framework in sorted(set(FRAMEWORKS) - {check.twin for check in checks}):
+        print(f"not checked against the {framework} twin: it is not installed ({install_hint(framework)} adds the check)")
     worst = max(checks, key=lambda c: c.scaled)
     print(f"worst difference {worst.scaled:.2e} (scaled) on {worst.inputs} vs {worst.twin}: within {TOL:.0e}")
     wrote = [args.out] + ([args.out + ".mlirbc"] if args.to == "stablehlo" else [])
@@ -40,4 +47,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", default=[], metavar="FILE", help="real images (PNG/JPEG) to check the export on too")
     p.add_argument("--platforms", default="cpu,cuda,tpu",
                    help="StableHLO: the platforms to lower for, comma-separated; the check runs on this machine's (default: cpu,cuda,tpu)")
+    add_overwrite_flag(p, "OUT (and OUT.mlirbc)")
     p.set_defaults(run=_run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Module of each subcommand, in the order `vit --help` lists them.
@@ -36,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The optional dependencies, and the extra (pyproject.toml) that installs each.
+OPTIONAL_EXTRAS = {
+    "torch": "vit-twins[torch]", "torchvision": "vit-twins[torch]",
+    "onnx": "vit-twins[export]", "onnxscript": "vit-twins[export]", "onnxruntime": "vit-twins[export]",
+    "tensorflow": "vit-twins[data]",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -43,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        package = (e.name or "").split(".")[0]
+        if package not in OPTIONAL_EXTRAS:
+            raise  # one of our own modules or a required dependency: a broken install, worth its traceback
+        print(f"vit {args.command}: error: this needs {package}, which is not installed: "
+              f"pip install '{OPTIONAL_EXTRAS[package]}'", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `vit summary B/16 | head`: the reader left; say nothing more (and nothing when Python flushes stdout).
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Our errors name the problem and the fix; a traceback adds nothing for a user.
         print(f"vit {args.command}: error: {e}", file=sys.stderr)

@@ -1,14 +1,17 @@
-"""`vit plot WORKDIR... --out PNG`: loss, accuracy and learning rate of training runs on shared axes
+"""`vit plot WORKDIR... --out FILE`: loss, accuracy and learning rate of training runs on shared axes
 (vit_figures.curves).
 
 Reads each workdir's metrics.jsonl (train.metrics.MetricsLog writes it) and draws one colour per run, in
 the style of the run's own curves.png: train a solid line, validation dashed with markers, test a marker.
+The picture's format is its --out suffix (.png, .jpg, .pdf, .svg, ...); an existing --out is replaced only
+with --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from vit_cli.output_files import add_overwrite_flag, check_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "side, one colour per run (train solid, validation dashed, test a marker), and prints where each run ended.",
     )
     p.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="workdirs of `vit train` runs")
-    p.add_argument("--out", required=True, metavar="PNG", help="the PNG to write (its directory is created)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the picture to write; its suffix picks the format (.png, .jpg, .pdf, .svg, ...); its "
+                   "directory is created")
+    add_overwrite_flag(p, "--out")
     p.add_argument("--x", choices=("epoch", "step"), default="epoch",
                    help="x axis (default: epoch, comparable across batch sizes)")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per WORKDIR (default: their names)")
@@ -28,12 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from vit_figures import curves
+    from vit_figures.figure_files import figure_format
 
     if args.labels is not None and len(args.labels) != len(args.workdirs):
         raise ValueError(f"--labels gave {len(args.labels)} labels for {len(args.workdirs)} workdirs: "
                          "give one per WORKDIR, in the same order")
-    if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a directory: give the path of a PNG file")
+    check_output(args.out, args.overwrite, "--out")
+    figure_format(args.out, "--out")
     labels = args.labels or curves.default_labels(args.workdirs)
     runs = [curves.read_records(w) for w in args.workdirs]  # every run read before anything is written
     curves.save(curves.draw(runs, labels, args.x), args.out)

@@ -1,7 +1,8 @@
 """`vit predict WEIGHTS IMAGE...`: the top-k classes of image files, with probabilities, under either twin
 (twins.predictions).
 
-Each file is read as the model sees it (vit_spec.image_files: centre crop to its aspect, bicubic resize to its
+WEIGHTS is a weights file or the workdir of a finished `vit train` run (its model.safetensors). Each file is
+read as the model sees it (vit_spec.image_files: centre crop to its aspect, bicubic resize to its
 image size, its channels, its image_mean/image_std). Class names come from --labels, else from the weight
 file's metadata (the trainers record the dataset's), else "class N".
 
@@ -16,6 +17,8 @@ import argparse
 import json
 import sys
 
+from vit_cli.flag_types import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,9 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "file records, else 'class N'. A file that cannot be read is named on stderr (in the JSON with --json) "
         "and the others are still classified; the exit code is then 1.",
     )
-    p.add_argument("weights", help="a .safetensors file of this project (vit train writes model.safetensors)")
+    p.add_argument("weights", help="a .safetensors file of this project, or a finished `vit train` workdir (its "
+                   "model.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown per image (default: 5, at most the model's)")
+    p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="classes shown per image (default: 5, at most the model's)")
     p.add_argument("--framework", choices=("jax", "torch"), default="jax", help="the twin that runs (default: jax)")
     p.add_argument("--labels", metavar="FILE|cifar10|cifar100|imagenet",
                    help="class names: a text file with one per line, or a built-in list (default: the weights file's)")
@@ -39,8 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from twins.predictions import classify_files, format_predictions
 
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     results = classify_files(args.weights, args.images, args.framework, args.top_k, args.labels)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vit_cli.flag_types import non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,13 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "their validation and test accuracy as a Markdown table, with the command of each run.",
     )
     p.add_argument("--recipes", nargs="+", default=["default", "tutorial"], metavar="RECIPE", help="(default: default tutorial)")
-    p.add_argument("--epochs", nargs="+", type=int, default=[1, 2, 5], metavar="N", help="(default: 1 2 5)")
+    p.add_argument("--epochs", nargs="+", type=positive_int, default=[1, 2, 5], metavar="N", help="(default: 1 2 5)")
     p.add_argument("--pos-embed", nargs="+", choices=("learned", "sincos2d"), help="(default: each recipe's own)")
     p.add_argument("--pool", nargs="+", choices=("cls", "mean"), help="(default: each recipe's own)")
     p.add_argument("--model", default="tutorial", help="(default: tutorial)")
     p.add_argument("--dataset", default="cifar10", help="(default: cifar10)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--batch-size", type=int, help="(default: the recipe's, 128)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="(default: 0)")
+    p.add_argument("--batch-size", type=positive_int, help="(default: the recipe's, 128)")
     p.add_argument("--root", default="runs/recipes", help="one workdir per run under this folder (default: runs/recipes)")
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR)")
     p.add_argument("--no-train", dest="train", action="store_false",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from vit_cli.flag_types import non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -17,9 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "them, and the totals; exits 1 if the twins disagree.",
     )
     p.add_argument("model", help="a variant (tutorial, Ti/16, S/16, B/16, L/16, H/14, ...) or a .safetensors weights file")
-    p.add_argument("--depth", type=int, default=2, help="how deep to list modules (blocks.0.attn is 2; default 2)")
-    p.add_argument("--num-classes", type=int, help="override the variant's number of classes")
-    p.add_argument("--image-size", type=int, help="override the variant's image size")
+    p.add_argument("--depth", type=positive_int, default=2, help="how deep to list modules (blocks.0.attn is 2; default 2)")
+    p.add_argument("--num-classes", type=non_negative_int, help="override the variant's number of classes")
+    p.add_argument("--image-size", type=positive_int, help="override the variant's image size")
     p.set_defaults(run=_run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vit_cli.flag_types import float_in, non_negative_float, non_negative_int, positive_float, positive_int, rate
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -17,42 +19,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="which twin trains: jax (Flax, jitted optax steps) or torch (PyTorch; CUDA when present) (default: jax)")
     p.add_argument("--model", default="tutorial", help="model variant: 'tutorial' or '<size>/<patch>', e.g. 'Ti/4' (default: tutorial)")
     p.add_argument("--recipe", default="default", help="'default' (ours) or 'tutorial' (the tutorial's setup) (default: default)")
-    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 default / 50 tutorial)")
-    p.add_argument("--steps", type=int, help="train for this many steps instead (the schedule spans them)")
-    p.add_argument("--batch-size", type=int, help="global batch size, split over all devices (default: the recipe's, 128)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation (default: 0)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's, 200 default / 50 tutorial)")
+    p.add_argument("--steps", type=positive_int, help="train for this many steps instead (the schedule spans them)")
+    p.add_argument("--batch-size", type=positive_int, help="global batch size, split over all devices (default: the recipe's, 128)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, data order and augmentation (default: 0)")
     p.add_argument("--workdir", help="checkpoints, metrics.jsonl, curves.png, config.json and model.safetensors go here; "
                    "a workdir holding a checkpoint is resumed (default: runs/DATASET-RECIPE-MODEL)")
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
     p.add_argument("--dataset", default="cifar10", help="tfds image-classification dataset of fixed image size (default: cifar10)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype; parameters stay float32")
-    p.add_argument("--eval-every", type=int, default=1, help="epochs between validation evaluations; 0: only at the end (default: 1)")
-    p.add_argument("--validation", type=int, default=5000, metavar="N",
+    p.add_argument("--eval-every", type=non_negative_int, default=1, help="epochs between validation evaluations; 0: only at the end (default: 1)")
+    p.add_argument("--validation", type=non_negative_int, default=5000, metavar="N",
                    help="training examples held out (a fixed permutation, the same for every seed) to evaluate on while "
                    "training; the test split is scored once, at the end. 0: train on all (default: 5000)")
     p.add_argument("--pos-embed", choices=("learned", "sincos2d"), help="position embedding (default: the recipe's: sincos2d for default, learned for tutorial)")
     p.add_argument("--pool", choices=("cls", "mean"), help="[CLS] token or mean of the tokens (default: the variant's, cls)")
     g = p.add_argument_group("regularisation", "each overrides that part of the recipe (the default recipe scales them "
                              "with the run's length: see README, 'A recipe that scales with the run')")
-    g.add_argument("--crop-padding", type=int, metavar="PIXELS", help="random crop after zero padding by this much (0: off)")
-    g.add_argument("--randaugment-ops", type=int, metavar="N", help="RandAugment ops per image (0: off)")
-    g.add_argument("--randaugment-magnitude", type=float, metavar="M", help="RandAugment magnitude, 0-10")
-    g.add_argument("--mixup", type=float, metavar="ALPHA", dest="mixup_alpha", help="mixup Beta alpha (0: off)")
-    g.add_argument("--cutmix", type=float, metavar="ALPHA", dest="cutmix_alpha", help="CutMix Beta alpha (0: off)")
-    g.add_argument("--label-smoothing", type=float, metavar="EPS")
-    g.add_argument("--drop-path", type=float, metavar="RATE", help="stochastic depth rate of the last block")
-    g.add_argument("--dropout", type=float, metavar="RATE", help="dropout after the position embedding, attention and MLP")
-    p.add_argument("--log-every", type=int, default=50, help="steps between metrics.jsonl records (default: 50)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: one epoch)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="the newest checkpoints kept, at least 1 (default: 3)")
+    g.add_argument("--crop-padding", type=non_negative_int, metavar="PIXELS", help="random crop after zero padding by this much (0: off)")
+    g.add_argument("--randaugment-ops", type=non_negative_int, metavar="N", help="RandAugment ops per image (0: off)")
+    g.add_argument("--randaugment-magnitude", type=float_in(0.0, 10.0), metavar="M", help="RandAugment magnitude, 0-10")
+    g.add_argument("--mixup", type=non_negative_float, metavar="ALPHA", dest="mixup_alpha", help="mixup Beta alpha (0: off)")
+    g.add_argument("--cutmix", type=non_negative_float, metavar="ALPHA", dest="cutmix_alpha", help="CutMix Beta alpha (0: off)")
+    g.add_argument("--label-smoothing", type=rate, metavar="EPS")
+    g.add_argument("--drop-path", type=rate, metavar="RATE", help="stochastic depth rate of the last block")
+    g.add_argument("--dropout", type=rate, metavar="RATE", help="dropout after the position embedding, attention and MLP")
+    p.add_argument("--log-every", type=positive_int, default=50, help="steps between metrics.jsonl records (default: 50)")
+    p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: one epoch)")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="the newest checkpoints kept, at least 1 (default: 3)")
     p.add_argument("--init-from", metavar="FILE", help="fine-tune from a checkpoint in any format `vit convert` reads "
                    "(vit, timm, hf, npz, big_vision): its architecture and normalisation, resampled to the dataset's "
                    "image size, with a new head for its classes; --model is then not used")
     p.add_argument("--init-variant", help="what --init-from's file does not record, as `vit convert --variant` "
-                   "(a variant such as S/16, or a timm model name)")
+                   "(a variant such as S/16, or a timm model name; a timm name may carry the size the file was saved "
+                   "at, e.g. vit_small_patch16_64)")
     p.add_argument("--streaming", action="store_true", help="read training batches from the data source instead of memory")
-    p.add_argument("--steps-per-dispatch", type=int, default=1, metavar="K",
+    p.add_argument("--steps-per-dispatch", type=positive_int, default=1, metavar="K",
                    help="train steps per jitted call (a scan over K steps), for small models on fast accelerators where a "
                    "step costs less than its dispatch; K>1 keeps the training split on the device and sends only the "
                    "batches' indices. The same steps, equal to float32 rounding (default: 1)")
@@ -60,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="keep the training split on the device and gather each batch there (implied by --steps-per-dispatch > 1)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--coordinator", help="multi-process runs: host:port of process 0, or 'auto' (TPU pods, SLURM: jax.distributed detects it)")
-    p.add_argument("--num-processes", type=int, help="multi-process runs: number of processes")
-    p.add_argument("--process-id", type=int, help="multi-process runs: this process's index")
+    p.add_argument("--num-processes", type=positive_int, help="multi-process runs: number of processes")
+    p.add_argument("--process-id", type=non_negative_int, help="multi-process runs: this process's index")
     p.set_defaults(run=run_train)
 
 
@@ -84,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     result, lead = launch(options, args.coordinator, args.num_processes, args.process_id)
     if lead:
         held_out = ("" if result.validation_accuracy is None else
-                    f"validation accuracy {result.validation_accuracy:.4f}, ")
-        print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; "
+                    f"validation accuracy {result.validation_accuracy:.2%}, ")
+        print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.2%}, test loss {result.test_loss:.4f}; "
               f"weights in {result.workdir}/model.safetensors")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -12,10 +12,16 @@ from twins.frameworks import twin_module
 from vit_spec import ViTConfig
 from vit_spec.attention_maps import Attention, normalise_map, pooled_relevance, rollout, upsample
 
-CELL_INCHES = 1.6  # one map
-TITLE_INCHES = 0.8  # the figure's title and the column titles
-DPI = 100
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
+CELL_INCHES = 1.6  # one map
+GAP_INCHES = 0.06  # between two maps
+LEFT_INCHES = 0.55  # the row titles, rotated on the left edge (up to 3 lines)
+TITLE_INCHES = 0.95  # the figure's title (wrapped to the figure's width, up to 3 lines) and the column titles
+MARGIN_INCHES = 0.05  # right and bottom
+DPI = 100
+TITLE_POINTS, COLUMN_POINTS, ROW_POINTS = 10, 9, 7  # font sizes
 
 def attention_of(framework: str, path: str | Path, images: np.ndarray) -> Attention:
     """The `framework` twin's logits and attention (jax_vit.inference / torch_vit.inference) on uint8 images."""
@@ -44,46 +50,97 @@ def maps_of(attention: Attention, config: ViTConfig, layer: int = -1, heads: Seq
 
 def figure_size(rows: int, columns: int) -> tuple[int, int]:
     """(width, height) in pixels of the PNG of `rows` images and `columns` panels each."""
-    return round(columns * CELL_INCHES * DPI), round((rows * CELL_INCHES + TITLE_INCHES) * DPI)
+    return (round((LEFT_INCHES + columns * CELL_INCHES + MARGIN_INCHES) * DPI),
+            round((TITLE_INCHES + rows * CELL_INCHES + MARGIN_INCHES) * DPI))
 
 
-def draw(
-    out: str | Path, images: np.ndarray, maps: Maps, row_titles: Sequence[str], title: str, head_names: Sequence[str],
-) -> None:
-    """One row per image: the image, then each map overlaid on it (upsampled to the image, scaled to [0, 1])."""
+def _text_width(renderer, text: str, points: float) -> float:
+    """The width in pixels of one line of `text` at `points`."""
+    from matplotlib.font_manager import FontProperties
+
+    return renderer.get_text_width_height_descent(text, FontProperties(size=points), ismath=False)[0]
+
+
+def _wrap(renderer, text: str, points: float, width: float) -> str:
+    """`text` broken between words into lines no wider than `width` pixels (a word wider than that alone on its
+    line, shortened)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and _text_width(renderer, f"{lines[-1]} {word}", points) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(_shorten(renderer, word, points, width))
+    return "\n".join(lines)
+
+
+def _shorten(renderer, line: str, points: float, width: float) -> str:
+    """`line`, or its start and end around "…" where it is wider than `width` pixels (a file's name keeps its
+    suffix, a prediction its probability)."""
+    if _text_width(renderer, line, points) <= width:
+        return line
+    keep = len(line)
+    while keep > 2:
+        keep -= 1
+        head, tail = line[: (keep + 1) // 2], line[len(line) - keep // 2:]
+        if _text_width(renderer, f"{head}…{tail}", points) <= width:
+            return f"{head}…{tail}"
+    return "…"
+
+
+def _plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: a file name with two $ would otherwise be typeset as maths."""
+    return text.replace("$", r"\$")
+
+
+def grid(images: np.ndarray, maps: Maps, row_titles: Sequence[str], title: str, head_names: Sequence[str]) -> Figure:
+    """One row per image: the image, then each map overlaid on it (upsampled to the image, scaled to [0, 1]).
+
+    Every text lies inside the figure: the title is wrapped to its width, and a row's title (rotated on the
+    left edge) has each of its lines shortened in the middle to the row's height.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vit_spec.weights_file import atomic_path
-
     columns = ["image", *head_names, "mean of heads", "rollout"]
     rows = len(images)
     width, height = figure_size(rows, len(columns))
-    fig, axes = plt.subplots(rows, len(columns), figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    renderer = fig.canvas.get_renderer()
     h, w = images.shape[1:3]
     grey = images.shape[-1] == 1
+    cell = CELL_INCHES - GAP_INCHES
     for r in range(rows):
         picture = images[r, ..., 0] if grey else images[r]
         panels = [None, *maps.heads[r], maps.head_mean[r], maps.rollout[r]]
         for c, heat in enumerate(panels):
-            ax = axes[r, c]
+            # Each map's box in inches from the bottom left: the title band above, the row titles to the left.
+            left = LEFT_INCHES + c * CELL_INCHES + GAP_INCHES / 2
+            bottom = MARGIN_INCHES + (rows - 1 - r) * CELL_INCHES + GAP_INCHES / 2
+            ax = fig.add_axes((left * DPI / width, bottom * DPI / height, cell * DPI / width, cell * DPI / height))
             ax.imshow(picture, cmap="gray" if grey else None, vmin=0, vmax=255)
             if heat is not None:
                 ax.imshow(normalise_map(upsample(heat, (h, w))), cmap="jet", alpha=0.5, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(columns[c], fontsize=9)
-        axes[r, 0].set_ylabel(row_titles[r], fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.02, right=0.99, bottom=0.01, top=1 - TITLE_INCHES / (height / DPI),
-                        wspace=0.05, hspace=0.2)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    plt.close(fig)
+                ax.set_title(_shorten(renderer, columns[c], COLUMN_POINTS, cell * DPI), fontsize=COLUMN_POINTS)
+            if c == 0:
+                lines = [_shorten(renderer, line, ROW_POINTS, cell * DPI) for line in row_titles[r].split("\n")]
+                ax.set_ylabel(_plain("\n".join(lines)), fontsize=ROW_POINTS)
+    wrapped = _wrap(renderer, title, TITLE_POINTS, width - 2 * MARGIN_INCHES * DPI)
+    fig.suptitle(wrapped, fontsize=TITLE_POINTS, y=1 - MARGIN_INCHES * DPI / height, va="top")
+    return fig
+
+
+def draw(
+    out: str | Path, images: np.ndarray, maps: Maps, row_titles: Sequence[str], title: str, head_names: Sequence[str],
+) -> None:
+    """Writes `grid`'s figure to `out`, in the format of its suffix (vit_figures.figure_files)."""
+    from vit_figures.figure_files import save
+
+    save(grid(images, maps, row_titles, title, head_names), out, dpi=DPI)
 
 
 def title_of(config: ViTConfig, layer: int, framework: str) -> str:
@@ -121,16 +178,16 @@ def attention_figure(
     into `out`; returns the row titles.
 
     Args:
-        out: the PNG to write.
+        out: the picture to write (its suffix picks the format: vit_figures.figure_files).
         weights: the weights file; config: its config.
         rows: a name per image.
-        layer, head: the layer of the per-head maps (negative: from the end), and one head to show or every head.
+        layer, head: the layer of the per-head maps and one head to show (negative: from the end), or every head.
         names, true: the class names, and the true class of each image where known.
     """
     from twins.predictions import softmax
 
     attention = attention_of(framework, weights, images)
-    heads = None if head is None else [head]
+    heads = None if head is None else [head % config.heads]
     maps = maps_of(attention, config, layer, heads)
     titles = row_titles(rows, softmax(attention.logits), names, true)
     head_names = [f"head {h}" for h in (range(config.heads) if heads is None else heads)]

@@ -10,12 +10,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from vit_figures import figure_files
+
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 Records = dict[str, list[dict[str, Any]]]  # "train", "validation", "test": records by step
 
 _SERIES = ("train", "validation", "test")
+# The figures' one writer (the format of the suffix, atomically): curves.save for `vit plot` and `vit compare`.
+save = figure_files.save
 _NEEDED = {"train": ("step", "epoch", "loss", "accuracy", "lr"), "eval": ("step", "epoch", "loss", "accuracy")}
 
 
@@ -29,7 +34,7 @@ def read_records(workdir: str | Path) -> Records:
         raise FileNotFoundError(f"no {path}: give the workdir of a training run (what `vit train --workdir` wrote)")
     text = path.read_text()
     lines = text.splitlines()
-    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    latest: list[dict[str, Any]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -47,16 +52,25 @@ def read_records(workdir: str | Path) -> Records:
         missing = [key for key in _NEEDED[kind] if key not in record]
         if missing:
             raise ValueError(f"{path} line {number}: a {kind} record without {', '.join(missing)}")
-        # Eval records of runs before the validation split have no "split": they scored the test split.
-        series = "train" if kind == "train" else record.get("split", "test")
-        if series in _SERIES:  # a split this command doesn't know (a later trainer's) is not drawn
-            latest[(series, record["step"])] = record
+        latest.append(record)
     if not latest:
         raise ValueError(f"{path} is empty: the run has logged nothing yet (it logs every --log-every steps)")
-    records: Records = {series: [] for series in _SERIES}
+    return group(latest)
+
+
+def group(records: Sequence[dict[str, Any]]) -> Records:
+    """Metrics records (train.metrics.MetricsLog's) by series, each sorted by step; of a (series, step) logged
+    twice (a resumed run re-logs the steps after its checkpoint) the last wins."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in records:
+        # Eval records of runs before the validation split have no "split": they scored the test split.
+        series = "train" if record.get("kind") == "train" else record.get("split", "test")
+        if series in _SERIES:  # a split this module doesn't know (a later trainer's) is not drawn
+            latest[(series, record["step"])] = record
+    grouped: Records = {series: [] for series in _SERIES}
     for (series, _), record in sorted(latest.items(), key=lambda item: item[0][1]):
-        records[series].append(record)
-    return records
+        grouped[series].append(record)
+    return grouped
 
 
 def default_labels(workdirs: Sequence[str | Path]) -> list[str]:
@@ -81,27 +95,42 @@ def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Fi
         color = f"C{i % 10}"
         train = records["train"]
         xs = [r[x] for r in train]
-        ax_loss.plot(xs, [r["loss"] for r in train], "-", color=color, label=label)
-        ax_acc.plot(xs, [r["accuracy"] for r in train], "-", color=color, alpha=0.6)
-        ax_lr.plot(xs, [r["lr"] for r in train], "-", color=color)
+        _plot(ax_loss, xs, [r["loss"] for r in train], "-", color=color, label=label)
+        _plot(ax_acc, xs, [r["accuracy"] for r in train], "-", color=color, alpha=0.6)
+        _plot(ax_lr, xs, [r["lr"] for r in train], "-", color=color)
         for split, style in (("validation", "o--"), ("test", "s")):
             evals = records[split]
             if evals:
                 ex = [r[x] for r in evals]
-                ax_loss.plot(ex, [r["loss"] for r in evals], style, color=color)
-                ax_acc.plot(ex, [r["accuracy"] for r in evals], style, color=color)
+                _plot(ax_loss, ex, [r["loss"] for r in evals], style, color=color)
+                _plot(ax_acc, ex, [r["accuracy"] for r in evals], style, color=color)
     # Colour tells the runs apart (loss panel's legend); the line style tells the splits apart (accuracy panel).
     for style, name in (("-", "train (augmented batches)"), ("o--", "validation"), ("s", "test")):
         ax_acc.plot([], [], style, color="grey", label=name)
     ax_loss.set(xlabel=x, ylabel="loss", title="loss")
     ax_acc.set(xlabel=x, ylabel="accuracy", title="accuracy", ylim=(0, 1))
     ax_lr.set(xlabel=x, ylabel="learning rate", title="learning rate")
-    for ax in (ax_loss, ax_acc, ax_lr):
+    for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning-rate")):
         ax.grid(alpha=0.3)
+        _say_if_empty(ax, what)
     ax_loss.legend(fontsize=8)
     ax_acc.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _plot(ax: Axes, xs: Sequence[float], ys: Sequence[float], style: str, **kwargs: Any) -> None:
+    """ax.plot, except that a line of one point gets a marker: a line alone would draw nothing."""
+    if len(xs) == 1 and "marker" not in kwargs and not any(c in style for c in "o.sxd^v+*"):
+        kwargs["marker"] = "o"
+    ax.plot(xs, ys, style, **kwargs)
+
+
+def _say_if_empty(ax: Axes, what: str) -> None:
+    """A panel with no point says so inside it ("no learning-rate records") instead of staying blank."""
+    if not any(len(line.get_xdata()) for line in ax.get_lines()):
+        ax.text(0.5, 0.5, f"no {what} records\n(a run logs train records every --log-every steps)",
+                transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=10)
 
 
 def summary_line(label: str, records: Records, width: int = 0) -> str:
@@ -112,19 +141,6 @@ def summary_line(label: str, records: Records, width: int = 0) -> str:
     loss = f"{train[-1]['loss']:.4f}" if train else "-"
     return (f"{label:<{width}}  step {end['step']} (epoch {end['epoch']:.2f})  final train loss {loss}  "
             f"validation accuracy {pct('validation')}  test accuracy {pct('test')}")
-
-
-def save(fig: Figure, out: str | Path) -> None:
-    """Writes `fig` as a PNG at `out` atomically (nothing half-written on failure) and closes it."""
-    import matplotlib.pyplot as plt
-
-    from vit_spec import atomic_path
-
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def draw_sides(sides: Sequence[Any]) -> Figure:
@@ -138,18 +154,20 @@ def draw_sides(sides: Sequence[Any]) -> Figure:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for side, color in zip(sides, ("tab:blue", "tab:orange")):
         train = [r for r in side.records if r.get("kind") == "train"]
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color=color, label=f"{side.framework} train")
-        ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], color=color, alpha=0.6,
-                    label=f"{side.framework} train (augmented)")
+        _plot(ax_loss, [r["step"] for r in train], [r["loss"] for r in train], "-", color=color,
+              label=f"{side.framework} train")
+        _plot(ax_acc, [r["step"] for r in train], [r["accuracy"] for r in train], "-", color=color, alpha=0.6,
+              label=f"{side.framework} train (augmented)")
         for split, marker in (("validation", "o"), ("test", "s")):
             evals = [r for r in side.records if r.get("kind") == "eval" and r.get("split") == split]
             if evals:
-                ax_acc.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker, color=color,
-                            label=f"{side.framework} {split}")
+                _plot(ax_acc, [r["step"] for r in evals], [r["accuracy"] for r in evals], marker, color=color,
+                      label=f"{side.framework} {split}")
     ax_loss.set(xlabel="step", ylabel="loss", title="train loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
+    for ax, what in ((ax_loss, "train-loss"), (ax_acc, "accuracy")):
         ax.grid(alpha=0.3)
+        _say_if_empty(ax, what)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

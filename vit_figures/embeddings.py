@@ -19,7 +19,7 @@ COMPONENTS = 28  # as in the ViT paper
 
 
 def figure_size(rows: int) -> tuple[int, int]:
-    """(width, height) in pixels of the PNG of `rows` weights files."""
+    """(width, height) in pixels of the picture of `rows` weights files (as a PNG)."""
     return round(2 * PANEL_INCHES * DPI), round(rows * (PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
@@ -55,13 +55,14 @@ def embeddings_of(name: str, config: ViTConfig, weights: Mapping[str, np.ndarray
 
 
 def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
-    """One row per model: position-embedding similarity (a map per patch position), then the filters' components."""
+    """One row per model: position-embedding similarity (a map per patch position), then the filters' components;
+    written to `out` in the format of its suffix (vit_figures.figure_files)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vit_spec.weights_file import atomic_path
+    from vit_figures.figure_files import save
 
     width, height = figure_size(len(models))
     fig, axes = plt.subplots(len(models), 2, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
@@ -88,10 +89,7 @@ def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
             ax.set_yticks([])
     fig.tight_layout()
     fig.set_size_inches(width / DPI, height / DPI)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    plt.close(fig)
+    save(fig, out, dpi=DPI)  # the format of out's suffix, atomically
 
 
 def locality(similarity: np.ndarray) -> tuple[float, float]:

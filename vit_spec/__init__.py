@@ -5,7 +5,9 @@ Imports neither jax nor torch.
 
 from vit_spec.config import VARIANTS, ConfigError, ViTConfig
 from vit_spec.layout import WeightsError, check_finite, check_weights, num_params, param_shapes, random_weights, sincos_2d
-from vit_spec.weights_file import atomic_path, load_weights, read_class_names, read_metadata, save_weights
+from vit_spec.weights_file import (
+    atomic_path, load_weights, read_class_names, read_metadata, resolve_weights_path, save_weights,
+)
 
 __all__ = [
     "VARIANTS",
@@ -21,6 +23,7 @@ __all__ = [
     "random_weights",
     "read_class_names",
     "read_metadata",
+    "resolve_weights_path",
     "save_weights",
     "sincos_2d",
 ]

@@ -28,6 +28,8 @@ def read_image(path: str | os.PathLike, config: ViTConfig) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise ImageFileError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise ImageFileError(f"{path}: no such file")
     if config.channels not in (1, 3):

@@ -65,11 +65,26 @@ def save_weights(
         save_file(arrays, str(tmp), metadata=metadata)
 
 
+def resolve_weights_path(path: str | os.PathLike) -> Path:
+    """The weights file a command's WEIGHTS argument names: the file itself, or a `vit train` workdir's
+    model.safetensors (as `vit plot` takes workdirs). A folder without one is refused (FileNotFoundError)
+    saying so; a missing file is left to the reader ("no weights file at ...")."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    model = path / "model.safetensors"
+    if model.is_file():
+        return model
+    raise FileNotFoundError(f"{path} is a folder with no model.safetensors yet: a `vit train` workdir gets it when "
+                            "its run finishes; give a finished run's workdir or a .safetensors weights file")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata of a .safetensors file, with a clear error for a missing or broken file."""
+    """The string metadata of a .safetensors file (or a workdir's: resolve_weights_path), with a clear error
+    for a missing or broken file."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = resolve_weights_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     try:
@@ -98,13 +113,15 @@ def read_class_names(path: str | os.PathLike) -> list[str] | None:
 
 
 def load_weights(path: str | os.PathLike) -> tuple[ViTConfig, dict[str, np.ndarray]]:
-    """Reads a file written by save_weights: (config, timm-named numpy arrays), checked against each other.
+    """Reads a file written by save_weights (or a finished run's workdir: resolve_weights_path): (config,
+    timm-named numpy arrays), checked against each other.
 
     A tensor holding NaN or infinity is refused here, naming it: every command loads through this, and such
     weights would otherwise only show up as chance accuracy or twins that "differ".
     """
     from safetensors.numpy import load_file
 
+    path = resolve_weights_path(path)
     metadata = read_metadata(path)
     if "vit_config" not in metadata:
         raise WeightsError(

@@ -30,7 +30,7 @@ import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
 from train import recipes, run
-from train.finetune import finetune_weights
+from train.finetune import finetune_checkpoint
 from train.jax_loop import device_data, sharding
 from train.jax_loop.checkpoint import Checkpoints
 from train.jax_loop.evaluate import evaluate, make_eval_step
@@ -93,6 +93,7 @@ class _Setup:
     schedule: optax.Schedule
     initial_params: InitialParams
     meta: dict[str, Any]  # what config.json and every checkpoint record
+    init_summary: str | None = None  # --init-from: the line saying what was loaded (train.finetune.summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +181,9 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     total = options.steps or recipe.epochs * spe
     # The regularisation of a run of this length (the default recipe scales it), then the flags' parts.
     recipe = recipes.resolve(recipe, total / spe, options.regularisation)
+    init_summary = None
     if options.init_from:
-        config, initial_params = finetune_start(
+        config, initial_params, init_summary = _finetune(
             options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant
         )
     else:
@@ -204,6 +206,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
         data=data, order=order, spe=spe, total=total, checkpoint_every=options.checkpoint_every or spe, recipe=recipe,
         config=config, model=model, tx=tx, schedule=schedule,
         initial_params=initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key)), meta=meta,
+        init_summary=init_summary,
     )
 
 
@@ -281,6 +284,8 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     data, total = setup.data, setup.total
     progress = Progress(total, start.step, enabled=setup.options.progress and setup.lead)
     if setup.lead:
+        if setup.init_summary and not start.resumed:  # a resumed run's weights are its checkpoint's
+            progress.note(setup.init_summary)
         # The length the regularisation was scaled to: a resumed run's first (_as_begun).
         progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
         progress.note(f"training on {len(data.train)} examples, {len(data.validation) if data.validation is not None else 'none'} held out for validation"
@@ -353,7 +358,8 @@ def _train_loop(
         step = done
         want_eval = run.wants_eval(done, total, spe, options.eval_every, setup.data.validation is not None)
         want_checkpoint = done == total or done % setup.checkpoint_every == 0
-        if window.pending and (done % options.log_every == 0 or want_eval or want_checkpoint):
+        # A run's last step always logs, whatever --log-every: a short run gets its train record.
+        if window.pending and (done % options.log_every == 0 or done == total or want_eval or want_checkpoint):
             window = _write_train_record(setup, window, done, checkpoints, log, progress)
         if want_eval:
             evals.update(_evaluate_round(setup, eval_step, state.params, done, log, progress))
@@ -378,7 +384,7 @@ def _write_train_record(
         good = checkpoints.steps()
         raise DivergedError(run.diverged_message(window.step, done, good, checkpoints.directory))
     log.write(record)
-    progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
+    progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.1%}",
                   img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
     return _Window(done, time.perf_counter())
 
@@ -427,7 +433,20 @@ def finetune_start(
 ) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any]]:
     """(config, initial_params) of the JAX trainer for fine-tuning the checkpoint at `path` (finetune_weights'
     arguments): the missing parameters (a new head) come from jax_vit.init_params."""
-    config, state_dict, missing = finetune_weights(path, image_shape, num_classes, overrides, variant)
+    config, initial_params, _ = _finetune(path, image_shape, num_classes, overrides, variant)
+    return config, initial_params
+
+
+def _finetune(
+    path: str,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    overrides: Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any], str]:
+    """finetune_start's (config, initial_params), and the line that says what was loaded."""
+    start = finetune_checkpoint(path, image_shape, num_classes, overrides, variant)
+    config, state_dict, missing = start.config, start.state_dict, start.missing
 
     def initial_params(cfg: ViTConfig, rng: Any) -> Any:
         full = dict(state_dict)
@@ -436,7 +455,7 @@ def finetune_start(
             full.update({name: np.asarray(fresh[name], np.float32) for name in missing})
         return jax_vit.params_from_state_dict(cfg, full)
 
-    return config, initial_params
+    return config, initial_params, start.summary
 
 
 def call_end(step: int, steps_per_call: int, total: int, boundaries: tuple[int, ...]) -> int:

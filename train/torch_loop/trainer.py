@@ -36,7 +36,7 @@ import torch
 import torch_vit
 from train import recipes, run
 from train.data import BatchOrder
-from train.finetune import finetune_weights
+from train.finetune import finetune_checkpoint
 from train.metrics import MetricsLog, Progress
 from train.recipes import Recipe, get_recipe
 from train.run import DivergedError, TrainOptions, TrainResult
@@ -69,6 +69,7 @@ class _Setup:
     start_weights: Mapping[str, np.ndarray] | None  # None: a fresh initialisation
     missing: tuple[str, ...]  # of start_weights: taken from the fresh model (a new head)
     meta: dict[str, Any]  # what config.json and every checkpoint record
+    init_summary: str | None = None  # --init-from: the line saying what was loaded (train.finetune.summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +169,12 @@ def _set_up(
     recipe = recipes.resolve(recipe, total / spe, options.regularisation)
     start_weights = dict(initial_state_dict) if initial_state_dict is not None else None
     missing: list[str] = []
+    init_summary = None
     if options.init_from:
-        config, start_weights, missing = finetune_weights(
+        start = finetune_checkpoint(
             options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant
         )
+        config, start_weights, missing, init_summary = start.config, start.state_dict, start.missing, start.summary
     else:
         config = run.model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
     recipe = recipes.as_trained(recipe, config)
@@ -179,7 +182,7 @@ def _set_up(
     return _Setup(
         options=options, workdir=Path(options.workdir), device=device, data=data, order=order, spe=spe, total=total,
         checkpoint_every=options.checkpoint_every or spe, recipe=recipe, config=config, start_weights=start_weights,
-        missing=tuple(missing), meta=meta,
+        missing=tuple(missing), meta=meta, init_summary=init_summary,
     )
 
 
@@ -240,6 +243,8 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     """The progress bar, from the loop's first step, and the notes that open the run."""
     data = setup.data
     progress = Progress(setup.total, start.step, enabled=setup.options.progress)
+    if setup.init_summary and not start.resumed:  # a resumed run's weights are its checkpoint's
+        progress.note(setup.init_summary)
     # The length the regularisation was scaled to: a resumed run's first (_as_begun).
     progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
     progress.note(f"training the PyTorch model on {setup.device} on {len(data.train)} examples, "
@@ -267,7 +272,8 @@ def _train_loop(
         done = step + 1
         want_eval = run.wants_eval(done, total, spe, options.eval_every, data.validation is not None)
         want_checkpoint = done == total or done % setup.checkpoint_every == 0
-        if not metrics["finite"] or done % options.log_every == 0 or want_eval or want_checkpoint:
+        # A run's last step always logs, whatever --log-every: a short run gets its train record.
+        if not metrics["finite"] or done % options.log_every == 0 or done == total or want_eval or want_checkpoint:
             window = _write_train_record(setup, window, done, checkpoints, log, progress)
         if want_eval:
             evals.update(_evaluate_round(setup, model, done, log, progress))
@@ -289,7 +295,7 @@ def _write_train_record(
     if not record.pop("finite"):
         raise DivergedError(run.diverged_message(window.step, done, checkpoints.steps(), checkpoints.directory))
     log.write(record)
-    progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}",
+    progress.show(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.1%}",
                   img_s=f"{record['images_per_s'] or 0:.0f}", lr=f"{record['lr']:.2e}")
     return _Window(done, time.perf_counter())
 

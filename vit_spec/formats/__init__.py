@@ -18,13 +18,16 @@ from vit_spec.formats.checkpoint_io import (
     write_checkpoint,
 )
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 
 __all__ = [
     "ASSUMABLE_FIELDS",
+    "CONVERT_FLAGS",
     "FORMATS",
     "HEAD_PARAMS",
     "WRITABLE_FORMATS",
     "Checkpoint",
+    "Flags",
     "FormatError",
     "UnsupportedModelError",
     "adapt_checkpoint",

@@ -24,6 +24,7 @@ import numpy as np
 
 from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout, layout_fields
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 from vit_spec.layout import sincos_2d
 from vit_spec.formats.google_npz import (
     LINEN,
@@ -68,6 +69,7 @@ def from_big_vision(
     pool_type: str | None = None,
     source_image_size: int | tuple[int, int] | None = None,
     sincos_image_size: int | tuple[int, int] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
     """A big_vision ViT parameter tree (flat "/" keys) -> Checkpoint.
 
@@ -77,6 +79,7 @@ def from_big_vision(
             used for a sincos2d checkpoint, whose grid no parameter records.
         sincos_image_size: the size to build a sincos2d checkpoint at when source_image_size is not given
             (the fixed table fits any size; read_checkpoint passes the requested image size).
+        flags: the calling command's flag names, for the messages.
     """
     refuse_hybrid(arrays, source)
     prefix = find_prefix(arrays, PREFIXES)
@@ -137,7 +140,7 @@ def from_big_vision(
 
     if tree.has("pos_embedding"):
         posemb = tree.take("pos_embedding", 3)
-        grid = grid_of(posemb.shape[1], (ph, pw), source_image_size, f"{source}: pos_embedding")
+        grid = grid_of(posemb.shape[1], (ph, pw), source_image_size, f"{source}: pos_embedding", flags, source)
         if has_cls:
             posemb = np.concatenate([np.zeros((1, 1, width), posemb.dtype), posemb], axis=1)
             notes.append("big_vision adds no position to the [CLS] token; a zero slot was added to pos_embed, which computes the same")
@@ -148,7 +151,8 @@ def from_big_vision(
         if image_size is None:
             raise FormatError(
                 f"{source} has no pos_embedding, so it uses big_vision's fixed sincos2d table and records no image size; "
-                "give one (--image-size)"
+                + (f"give one ({flags.image_size})" if flags.image_size
+                   else flags.convert_first(source, "--image-size HxW", "--image-size"))
             )
         grid = _grid(image_size, (ph, pw))
         pos_kind = "sincos2d"

@@ -26,6 +26,8 @@ class Checkpoint:
         fmt: the format it was read from.
         assumed: config field -> why it was assumed: the source does not record it.
         notes: every other change or interpretation made on the way, for the user to read.
+        given: architecture field the source does not record (heads, image_size) -> the flag that gave it,
+            e.g. "--variant S/16"; (eps, GELU and normalisation a variant gives are in `assumed`).
     """
 
     config: ViTConfig
@@ -33,6 +35,7 @@ class Checkpoint:
     fmt: str
     assumed: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    given: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def messages(self) -> list[str]:
         """Every assumption and note, one line each."""

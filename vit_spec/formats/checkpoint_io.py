@@ -28,6 +28,7 @@ import vit_spec.formats.timm as timm
 from vit_spec.formats.adapt import adapt_checkpoint, missing_params
 from vit_spec.formats.checkpoint import Checkpoint, apply_overrides, check_layout
 from vit_spec.formats.errors import FormatError
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 from vit_spec.formats.tensor_files import read_tensor_file, write_npz, write_safetensors
 from vit_spec.layout import check_finite
 from vit_spec.weights_file import FORMAT_NAME, save_weights
@@ -92,6 +93,7 @@ def read_checkpoint(
     pool_type: str | None = None,
     image_size: int | Sequence[int] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
     """Reads a checkpoint into the shared layout, as the source computes it (no resizing, same head).
 
@@ -108,6 +110,8 @@ def read_checkpoint(
             here (resizing is adapt_checkpoint's).
         overrides: values for fields the source does not record (gelu, layer_norm_eps, image_mean,
             image_std); contradicting a recorded value is an error.
+        flags: the calling command's names for variant, heads, source_image_size, ..., which messages that ask
+            for them name (default `vit convert`'s; `vit train --init-from` has its own).
     """
     path = Path(path)
     if source_image_size is not None and not isinstance(source_image_size, int):
@@ -120,7 +124,7 @@ def read_checkpoint(
     if path.is_dir():
         if fmt not in (None, "hf"):
             raise FormatError(f"{path} is a directory; only the hf format is a directory (--from {fmt} needs a file)")
-        checkpoint = hf.read_hf(path, variant=variant, heads=heads, source_image_size=source_image_size)
+        checkpoint = hf.read_hf(path, variant=variant, heads=heads, source_image_size=source_image_size, flags=flags)
     else:
         arrays, metadata, notes = read_tensor_file(path)
         found = _content_format(arrays, metadata)
@@ -137,18 +141,19 @@ def read_checkpoint(
             checkpoint = _read_vit(arrays, metadata, source)
         elif found == "timm":
             checkpoint = timm.from_timm(
-                arrays, metadata, source, variant=variant, heads=heads, source_image_size=source_image_size
+                arrays, metadata, source, variant=variant, heads=heads, source_image_size=source_image_size, flags=flags
             )
         elif found == "hf":
             checkpoint = hf.read_hf(
-                path, variant=variant, heads=heads, source_image_size=source_image_size, arrays=arrays
+                path, variant=variant, heads=heads, source_image_size=source_image_size, arrays=arrays, flags=flags
             )
         elif found == "npz":
-            checkpoint = google_npz.from_google(arrays, source, source_image_size)
+            checkpoint = google_npz.from_google(arrays, source, source_image_size, flags)
         else:
             size = image_size if image_size is None or isinstance(image_size, int) else tuple(image_size)
             checkpoint = big_vision.from_big_vision(
-                arrays, source, pool_type=pool_type, source_image_size=source_image_size, sincos_image_size=size
+                arrays, source, pool_type=pool_type, source_image_size=source_image_size, sincos_image_size=size,
+                flags=flags,
             )
         checkpoint.notes[:0] = notes
     # Here, not in each reader: `vit convert` and `vit train --init-from` both come through, and only the
@@ -156,9 +161,11 @@ def read_checkpoint(
     renamed = checkpoint.fmt not in ("vit", "timm")
     check_finite(checkpoint.state_dict, f"{source} (tensors named as in timm)" if renamed else source)
     if checkpoint.fmt in ("vit", "npz", "big_vision") and (variant or heads):
-        checkpoint.notes.append(f"--variant/--heads ignored: {_DESCRIPTION[checkpoint.fmt]} records its own architecture")
+        given = "/".join(f for f, v in ((flags.variant, variant), (flags.heads, heads)) if v and f) or flags.variant
+        checkpoint.notes.append(f"{given} ignored: {_DESCRIPTION[checkpoint.fmt]} records its own architecture")
     if checkpoint.fmt == "vit" and source_image_size:
-        checkpoint.notes.append("--source-image-size ignored: this project's files record their image size")
+        checkpoint.notes.append(f"{flags.source_image_size or 'source_image_size'} ignored: this project's files "
+                                "record their image size")
     if pool_type is not None and checkpoint.fmt != "big_vision":
         raise FormatError(f"--pool-type is for big_vision checkpoints; {path} is {_DESCRIPTION[checkpoint.fmt]}")
     return apply_overrides(checkpoint, overrides, source)
@@ -223,6 +230,7 @@ def load_checkpoint(
     antialias: bool = True,
     pool_type: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> tuple[ViTConfig, dict[str, np.ndarray]]:
     """Any supported checkpoint -> (config, shared-layout state dict), at `image_size` with `num_classes`.
 
@@ -244,7 +252,7 @@ def load_checkpoint(
     """
     checkpoint = read_checkpoint(
         path, fmt, variant=variant, heads=heads, source_image_size=source_image_size, pool_type=pool_type,
-        image_size=image_size, overrides=overrides,
+        image_size=image_size, overrides=overrides, flags=flags,
     )
     checkpoint = adapt_checkpoint(checkpoint, image_size, num_classes, keep_representation, resample, antialias)
     for message in checkpoint.messages():

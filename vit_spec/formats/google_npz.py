@@ -27,6 +27,7 @@ import numpy as np
 
 from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout, layout_fields
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 
 # Per block: (first LayerNorm, attention, second LayerNorm, MLP) module names.
 PRE_LINEN = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
@@ -158,14 +159,18 @@ def head_from_flax(tree: FlaxTree, out: dict[str, np.ndarray]) -> None:
         out["head.bias"] = tree.take("head/bias", 1)
 
 
-def grid_of(n: int, patch: tuple[int, int], image_size: int | tuple[int, int] | None, what: str) -> tuple[int, int]:
-    """The patch grid of a position table with n patch entries: square, or from the given image size."""
+def grid_of(
+    n: int, patch: tuple[int, int], image_size: int | tuple[int, int] | None, what: str,
+    flags: Flags = CONVERT_FLAGS, source: str = "FILE",
+) -> tuple[int, int]:
+    """The patch grid of a position table with n patch entries: square, or from the given image size.
+    `flags`, `source`: the calling command's flag names and the file, for the messages."""
     if image_size is None:
         side = math.isqrt(n)
         if side * side != n:
-            raise FormatError(
-                f"{what} has {n} patch entries, not a square grid; give the image size it was trained at (--source-image-size HxW)"
-            )
+            ask = (f"pass {flags.source_image_size} HxW" if flags.source_image_size
+                   else flags.convert_first(source, "--source-image-size HxW", "--source-image-size"))
+            raise FormatError(f"{what} has {n} patch entries, not a square grid; give the image size it was saved at: {ask}")
         return side, side
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     if h % patch[0] or w % patch[1] or (h // patch[0]) * (w // patch[1]) != n:
@@ -174,7 +179,8 @@ def grid_of(n: int, patch: tuple[int, int], image_size: int | tuple[int, int] | 
 
 
 def from_google(
-    arrays: Mapping[str, np.ndarray], source: str, source_image_size: int | tuple[int, int] | None = None
+    arrays: Mapping[str, np.ndarray], source: str, source_image_size: int | tuple[int, int] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
     """A google-research/vision_transformer .npz (flat "/" keys) -> Checkpoint.
 
@@ -217,7 +223,7 @@ def from_google(
         )
     _, _, ph, pw = sd["patch_embed.proj.weight"].shape
     n = sd["pos_embed"].shape[1] - (1 if has_cls else 0)
-    gh, gw = grid_of(n, (ph, pw), source_image_size, f"{source}: {_POSEMB}")
+    gh, gw = grid_of(n, (ph, pw), source_image_size, f"{source}: {_POSEMB}", flags, source)
     fields: dict[str, Any] = layout_fields(sd, (gh, gw), depth, heads)
     fields.update({k: v for k, (v, _) in GOOGLE_CONVENTIONS.items()})
     config = build_config(fields, source)

@@ -30,6 +30,7 @@ import numpy as np
 from vit_spec.formats.checkpoint import Checkpoint
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.formats.tensor_files import read_tensor_file, write_json, write_safetensors
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 from vit_spec.formats.timm import config_from_shared_layout, describe_keys
 
 HF_EXACT_GELUS = ("gelu", "gelu_python")
@@ -129,8 +130,10 @@ def from_hf(
     variant: str | None = None,
     heads: int | None = None,
     source_image_size: int | tuple[int, int] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
-    """HF ViT weights (+ config.json, preprocessor_config.json where there are) -> Checkpoint."""
+    """HF ViT weights (+ config.json, preprocessor_config.json where there are) -> Checkpoint; `flags` name the
+    caller's flags in messages."""
     if not is_hf_state_dict(arrays):
         raise FormatError(
             f"{source} is not a Hugging Face ViT state dict: expected {_PATCH_KEY} (or vit.{_PATCH_KEY}), "
@@ -168,11 +171,12 @@ def from_hf(
         "image_mean": (HF_PROCESSOR_MEAN_STD[0], no_processor),
         "image_std": (HF_PROCESSOR_MEAN_STD[1], no_processor),
     }
-    config, shared, assumed, more = config_from_shared_layout(
-        shared, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known, defaults=defaults
+    config, shared, assumed, more, given = config_from_shared_layout(
+        shared, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known, defaults=defaults,
+        flags=flags,
     )
     notes += more
-    return Checkpoint(config, shared, "hf", assumed, notes)
+    return Checkpoint(config, shared, "hf", assumed, notes, given)
 
 
 # The transformers ViT classes that build their ViTModel with add_pooling_layer=False: their files' pooler
@@ -291,6 +295,7 @@ def read_hf(
     heads: int | None = None,
     source_image_size: int | tuple[int, int] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
     """A Hugging Face model directory, or a state-dict file (a ViT config.json beside it is used when present).
 
@@ -320,7 +325,8 @@ def read_hf(
     if hf_config is not None and (folder / "preprocessor_config.json").is_file():
         preprocessor = _read_json(folder / "preprocessor_config.json")
     checkpoint = from_hf(
-        arrays, hf_config, preprocessor, str(path), variant=variant, heads=heads, source_image_size=source_image_size
+        arrays, hf_config, preprocessor, str(path), variant=variant, heads=heads, source_image_size=source_image_size,
+        flags=flags,
     )
     checkpoint.notes[:0] = notes
     return checkpoint

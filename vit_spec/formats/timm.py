@@ -20,7 +20,8 @@ import numpy as np
 from vit_spec.config import ViTConfig
 from vit_spec.formats.checkpoint import ASSUMABLE_FIELDS, Checkpoint, build_config, check_layout
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
-from vit_spec.formats.variants import IMAGENET_MEAN_STD, resolve_variant
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
+from vit_spec.formats.variants import IMAGENET_MEAN_STD, at_image_size, resolve_variant
 
 METADATA_KEY = "vit_timm"  # JSON with the VisionTransformer kwargs and the facts timm's kwargs cannot carry
 
@@ -93,23 +94,27 @@ def config_from_shared_layout(
     source_image_size: int | tuple[int, int] | None = None,
     known: Mapping[str, Any] | None = None,
     defaults: Mapping[str, tuple[Any, str]] | None = None,
-) -> tuple[ViTConfig, dict[str, np.ndarray], dict[str, str], list[str]]:
+    flags: Flags = CONVERT_FLAGS,
+) -> tuple[ViTConfig, dict[str, np.ndarray], dict[str, str], list[str], dict[str, str]]:
     """The config of a shared-layout (timm-named) state dict, from its shapes plus what is given.
 
     Args:
         arrays: the state dict, timm names.
         source: how to name the file in messages.
-        variant: --variant; every size it fixes must match the tensors.
+        variant: --variant; every size it fixes must match the tensors. A name's image size (timm's names
+            have one) is where it was pretrained: --source-image-size, or a size the source records, replaces it.
         heads: --heads, for models no variant describes.
         source_image_size: --source-image-size, the image size the position table was trained for,
-            needed only when its grid is not square (a state dict does not record it).
+            needed only when its grid is not square (a state dict does not record it) or not the variant's.
         known: fields the source records elsewhere (e.g. Hugging Face's config.json, our timm metadata);
             these are not "assumed".
         defaults: field -> (value, why) for ASSUMABLE_FIELDS neither known nor fixed by the variant;
             timm's defaults where not given.
+        flags: the calling command's names for variant, heads and source_image_size, for the messages.
 
     Returns:
-        (config, arrays, assumed, notes); arrays may gain a zero [CLS] position slot (no_embed_class).
+        (config, arrays, assumed, notes, given); arrays may gain a zero [CLS] position slot (no_embed_class);
+        `given`: Checkpoint.given, the architecture fields taken from variant, heads or source_image_size.
     """
     known = dict(known or {})
     _refuse_unsupported(arrays, source)
@@ -141,34 +146,48 @@ def config_from_shared_layout(
     notes: list[str] = []
 
     given: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # field of `given` -> the flag that gave it, for the messages
+    by_name = f"{flags.variant} {variant}"
     if variant:
-        v = resolve_variant(variant)
+        v = resolve_variant(variant, flags, source)
         given.update(v.fields)
+        origin.update(dict.fromkeys(v.fields, by_name))
         wrong = [n for n in ("width", "depth", "mlp_dim", "patch_size") if _norm(v.fields[n]) != _norm(fields[n])]
         if wrong:
             found = "; ".join(f"{n}={fields[n]} ({_evidence(n, arrays, depth)})" for n in wrong)
             expected = ", ".join(f"{n}={v.fields[n]}" for n in wrong)
-            raise FormatError(f"{source} does not match --variant {variant}: the checkpoint has {found}, but {variant} has {expected}")
+            raise FormatError(
+                f"{source} does not match {flags.variant} {variant}: the checkpoint has {found}, but {variant} has "
+                f"{expected}" + _no_variant_fits(source, variant, flags)
+            )
     if heads is not None:
         if "heads" in given and given["heads"] != heads:
-            raise FormatError(f"--heads {heads} contradicts --variant {variant}, which has {given['heads']} heads")
+            raise FormatError(f"{flags.heads} {heads} contradicts {flags.variant} {variant}, which has {given['heads']} heads")
         given["heads"] = heads
+        origin["heads"] = f"{flags.heads} {heads}"
     if source_image_size is not None:
         if "image_size" in given and _norm(given["image_size"]) != _norm(source_image_size):
-            raise FormatError(
-                f"--source-image-size {source_image_size} contradicts --variant {variant} (image size {given['image_size']})"
-            )
+            # A name's image size is where the named model was pretrained, not part of its architecture.
+            notes.append(f"image size {_size_text(source_image_size)} from {flags.source_image_size}, in place of "
+                         f"{variant}'s {_size_text(given['image_size'])}")
         given["image_size"] = source_image_size
+        origin["image_size"] = f"{flags.source_image_size} {_size_text(source_image_size)}"
     for name, value in known.items():
         # Architecture facts must agree; for eps/GELU/normalisation what the source records wins over a name's default.
         if name in given and name not in ASSUMABLE_FIELDS and _norm(given[name]) != _norm(value):
-            raise FormatError(f"{source} records {name}={value}, but --variant/--heads give {given[name]}")
+            if name == "image_size" and origin[name] == by_name:
+                notes.append(f"image size {_size_text(value)} as {source} records it, in place of {variant}'s "
+                             f"{_size_text(given[name])}")
+                continue
+            raise FormatError(f"{source} records {name}={value}, but {origin[name]} gives {given[name]}")
     merged = {**given, **known}
     if "heads" not in merged:
-        raise FormatError(
-            f"{source} does not record the number of attention heads (width {width}): give --variant "
-            "(e.g. S/16 or vit_small_patch16_224) or --heads"
-        )
+        ask = f"{flags.variant} (e.g. S/16 or vit_small_patch16_224)"
+        if flags.heads:
+            ask += f" or {flags.heads}"
+        else:
+            ask += f", or for a model no variant describes (another depth, ...) {flags.convert_first(source, '--heads N', '--heads')}"
+        raise FormatError(f"{source} does not record the number of attention heads (width {width}): give {ask}")
     fields["heads"] = merged["heads"]
     for name in ("dropout", "attention_dropout", "drop_path"):
         if name in merged:
@@ -180,19 +199,19 @@ def config_from_shared_layout(
         raise FormatError(f"{source}: pos_embed has shape {pos}; (1, tokens, {width}) was expected")
     prefix = 1 if has_cls else 0
     image_size = merged.get("image_size")
+    side = _square(pos[1] - prefix)  # the square grid the table holds, if it is one
+    if side is None and has_cls and _square(pos[1]):
+        side = _square(pos[1])  # no_embed_class: no [CLS] slot
     if image_size is not None:
         ih, iw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if ih % ph or iw % pw:
             raise FormatError(f"{source}: image size {image_size} is not a multiple of the patch size {(ph, pw)}")
         grid = (ih // ph, iw // pw)
     else:
-        side = _square(pos[1] - prefix)
-        if side is None and has_cls and _square(pos[1]):
-            side = _square(pos[1])
         if side is None:
             raise FormatError(
                 f"{source}: pos_embed has {pos[1]} entries, which is not a square grid{' plus [CLS]' if has_cls else ''}; "
-                "give the image size it was trained at with --source-image-size HxW"
+                "give the image size it was saved at: " + _ask_image_size(source, variant, flags, "HxW")
             )
         grid = (side, side)
     n = grid[0] * grid[1]
@@ -202,10 +221,10 @@ def config_from_shared_layout(
         arrays["pos_embed"] = np.concatenate([np.zeros((1, 1, width), arrays["pos_embed"].dtype), arrays["pos_embed"]], 1)
         notes.append("the [CLS] token has no position embedding in the source (no_embed_class); a zero slot was added, which computes the same")
     elif pos[1] != n + prefix:
-        raise FormatError(
-            f"{source}: pos_embed has {pos[1]} entries, but a {grid[0]}x{grid[1]} patch grid"
-            f"{' plus [CLS]' if has_cls else ''} needs {n + prefix} (image size {image_size})"
-        )
+        raise FormatError(_grid_mismatch(
+            source, pos[1], grid, has_cls, image_size, None if "image_size" in known else origin["image_size"],
+            side, (ph, pw), variant, flags,
+        ))
     fields["image_size"] = grid[0] * ph if grid[0] * ph == grid[1] * pw else (grid[0] * ph, grid[1] * pw)
 
     defaults = {**TIMM_DEFAULTS, **(defaults or {})}
@@ -214,13 +233,64 @@ def config_from_shared_layout(
             fields[name] = known[name]
         elif name in given:
             fields[name] = given[name]
-            assumed[name] = f"from --variant {variant} ({resolve_variant(variant).source})"
+            assumed[name] = f"from {flags.variant} {variant} ({resolve_variant(variant, flags, source).source})"
         else:
             fields[name] = value
             assumed[name] = why
     config = build_config(fields, source)
     check_layout(config, arrays, source)
-    return config, arrays, assumed, notes
+    given_by = {name: origin[name] for name in ("heads", "image_size") if name in given and name not in known}
+    return config, arrays, assumed, notes, given_by
+
+
+def _size_text(size: Any) -> str:
+    """An image size as the flags take it: 64, or 64x96."""
+    if isinstance(size, (list, tuple)):
+        return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+    return str(size)
+
+
+def _ask_image_size(source: str, variant: str | None, flags: Flags, size: str) -> str:
+    """How the calling command is told the image size a file was saved at (`size`, or "HxW" when unknown)."""
+    if flags.source_image_size:
+        with_variant = f" with {flags.variant} {variant}" if variant else ""
+        return f"pass {flags.source_image_size} {size}{with_variant}"
+    renamed = at_image_size(variant, int(size)) if variant and size.isdigit() else None
+    if renamed:  # a timm name says its image size: the same name at the file's
+        return f"pass {flags.variant} {renamed} ({variant} at {size} px)"
+    args = (f"--variant {variant} " if variant else "") + f"--source-image-size {size}"
+    return flags.convert_first(source, args, "--source-image-size")
+
+
+def _grid_mismatch(
+    source: str, entries: int, grid: tuple[int, int], has_cls: bool, image_size: Any, given_by: str | None,
+    side: int | None, patch: tuple[int, int], variant: str | None, flags: Flags,
+) -> str:
+    """The message for a position table that does not fit the image size the file records or was given
+    (`given_by`: the flag that gave it; None: the file records it), with the size that does fit, if any."""
+    n = grid[0] * grid[1]
+    cls = " plus [CLS]" if has_cls else ""
+    where = f"from {given_by}" if given_by else f"as {source} records it"
+    head = (f"{source}: pos_embed has {entries} entries, but image size {_size_text(image_size)} ({where}) "
+            f"with patch size {_size_text(patch)} makes a {grid[0]}x{grid[1]} grid{cls}, {n + (1 if has_cls else 0)} entries")
+    if side is None:
+        if given_by is None:
+            return head + "; the file is inconsistent"
+        return (f"{head}, and {entries} is no square grid{cls}; give the image size it was saved at: "
+                + _ask_image_size(source, variant, flags, "HxW"))
+    saved = side * patch[0] if patch[0] == patch[1] else f"{side * patch[0]}x{side * patch[1]}"
+    fits = f"{'1 [CLS] + ' if has_cls and entries != side * side else ''}a {side}x{side} grid of {_size_text(patch)}-px patches"
+    if given_by is None:
+        return f"{head}; {entries} entries are {fits}, {saved} px: the file is inconsistent"
+    return f"{head}; {entries} entries are {fits}, so the file was saved at {saved} px: " + _ask_image_size(
+        source, variant, flags, str(saved))
+
+
+def _no_variant_fits(source: str, variant: str, flags: Flags) -> str:
+    """The way out when a variant's sizes do not fit: --heads, or (a command without it) `vit convert` first."""
+    if flags.heads:
+        return f"; give the variant that fits, or {flags.heads} for a model no variant describes"
+    return f"; give the variant that fits, or for a model no variant describes {flags.convert_first(source, '--heads N', '--heads')}"
 
 
 def _norm(value: Any) -> Any:
@@ -245,8 +315,9 @@ def from_timm(
     variant: str | None = None,
     heads: int | None = None,
     source_image_size: int | tuple[int, int] | None = None,
+    flags: Flags = CONVERT_FLAGS,
 ) -> Checkpoint:
-    """A timm VisionTransformer state dict (numpy) -> Checkpoint."""
+    """A timm VisionTransformer state dict (numpy) -> Checkpoint; `flags` name the caller's flags in messages."""
     if not is_timm_state_dict(arrays) and not is_timm_state_dict({k[len("module."):]: 0 for k in arrays}):
         raise FormatError(
             f"{source} is not a timm VisionTransformer state dict: expected {list(_VIT_KEYS)} and blocks.N.*, "
@@ -268,10 +339,10 @@ def from_timm(
             image_mean=tuple(recorded["image_mean"]),
             image_std=tuple(recorded["image_std"]),
         )
-    config, arrays, assumed, more = config_from_shared_layout(
-        arrays, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known
+    config, arrays, assumed, more, given = config_from_shared_layout(
+        arrays, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known, flags=flags
     )
-    return Checkpoint(config, arrays, "timm", assumed, notes + more)
+    return Checkpoint(config, arrays, "timm", assumed, notes + more, given)
 
 
 def timm_kwargs(config: ViTConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from vit_spec.config import ConfigError, ViTConfig
 from vit_spec.formats.errors import FormatError
+from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [0, 1] -> [-1, 1], Google's convention
@@ -60,37 +61,55 @@ class Variant:
     source: str  # "this project's variant table" or "timm's model name"
 
 
-def resolve_variant(name: str) -> Variant:
-    """The fields a variant name fixes; FormatError if the name is not understood."""
+def resolve_variant(name: str, flags: Flags = CONVERT_FLAGS, source: str = "FILE") -> Variant:
+    """The fields a variant name fixes; FormatError if the name is not understood.
+
+    `flags`: the calling command's flag names, for the messages; `source`: the checkpoint's path, for them too.
+    """
     if _TIMM_NAME.fullmatch(name):
-        return _timm_variant(name)
+        return _timm_variant(name, flags, source)
     if name.startswith(("vit_", "deit", "eva", "beit")):
         raise FormatError(
-            f"--variant {name!r}: only timm's plain ViT names are understood, vit_<size>_patch<P>_<image> with size in "
+            f"{flags.variant} {name!r}: only timm's plain ViT names are understood, vit_<size>_patch<P>_<image> with size in "
             f"{list(TIMM_SIZES)} (e.g. vit_small_patch16_224); models with other blocks (clip, gap, reg, siglip, "
             "DeiT's distillation token, ...) are not plain ViTs"
         )
     try:
         config = ViTConfig.from_variant(name)
     except ConfigError as e:
-        raise FormatError(f"--variant: {e}; or a timm name such as vit_small_patch16_224") from None
+        raise FormatError(f"{flags.variant}: {e}; or a timm name such as vit_small_patch16_224") from None
     keys = ("patch_size", "width", "depth", "heads", "mlp_dim")
     if name == "tutorial":
         keys += ("image_size",)
     return Variant(name, {k: getattr(config, k) for k in keys}, "this project's variant table")
 
 
-def _timm_variant(name: str) -> Variant:
+def at_image_size(name: str, image_size: int) -> str | None:
+    """`name` with another (square) image size, where the name fixes one and can say another: a timm name
+    (vit_small_patch16_224 -> vit_small_patch16_64, its tag kept); None otherwise."""
+    match = _TIMM_NAME.fullmatch(name)
+    if not match:
+        return None
+    model, size, patch, _, tag = match.groups()
+    tag = tag or TIMM_DEFAULT_TAG.get(model)  # the default tag is the name's: it keeps its normalisation
+    return f"vit_{size}_patch{patch}_{image_size}" + (f".{tag}" if tag else "")
+
+
+def _timm_variant(name: str, flags: Flags, source: str) -> Variant:
     match = _TIMM_NAME.fullmatch(name)
     assert match
     model, size, patch, image, tag = match.groups()
     tag = tag or TIMM_DEFAULT_TAG.get(model, "augreg")
     first = tag.split("_")[0]
     if first not in TIMM_TAG_NORMALISATION:
+        known = f"known tags start with {sorted(TIMM_TAG_NORMALISATION)}"
+        if flags.image_mean_std:
+            fix = f"{known}, or give {flags.image_mean_std} with the tag left off ({flags.variant} {model})"
+        else:
+            args = f"--variant {model} --image-mean R,G,B --image-std R,G,B"
+            fix = f"{known}, or {flags.convert_first(source, args, '--image-mean/--image-std')}"
         raise FormatError(
-            f"--variant {name!r}: unknown pretrained tag {tag!r}, so its input normalisation is unknown; "
-            f"known tags start with {sorted(TIMM_TAG_NORMALISATION)}, or give --image-mean/--image-std with "
-            f"the tag left off ({model})"
+            f"{flags.variant} {name!r}: unknown pretrained tag {tag!r}, so its input normalisation is unknown; {fix}"
         )
     width, depth, heads, mlp_dim = TIMM_SIZES[size]
     mean, std = TIMM_TAG_NORMALISATION[first]
