@@ -42,3 +42,8 @@ def _backward(approximate: bool, x: jax.Array, grad: jax.Array) -> tuple[jax.Arr
 
 
 gelu.defvjp(_forward, _backward)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """OpenAI CLIP's GELU approximation, x * sigmoid(1.702 x) (timm `quick_gelu`)."""
+    return x * jax.nn.sigmoid(1.702 * x)

@@ -14,20 +14,27 @@ import jax.numpy as jnp
 
 from jax_vit.attention import packed_attention
 from jax_vit.block_layout import SCANNED_BLOCKS, stack_blocks
-from jax_vit.gelu import gelu
+from jax_vit.gelu import gelu, quick_gelu
 from jax_vit.layer_norm import LayerNorm
+from jax_vit.rms_norm import RmsNorm
 from vit_spec import ViTConfig, sincos_2d
 from vit_spec.inputs import check_images
 
 Dtype = Any
 
 
-def _gelu(config: ViTConfig):
+def _activation(config: ViTConfig):
+    if config.activation == "quick_gelu":
+        return quick_gelu
+    if config.activation == "silu":
+        return jax.nn.silu
     approximate = config.gelu == "tanh"
     return lambda x: gelu(x, approximate)
 
 
-def _layer_norm(config: ViTConfig, name: str, dtype: Dtype) -> LayerNorm:
+def _norm(config: ViTConfig, name: str, dtype: Dtype) -> nn.Module:
+    if config.norm == "rms":
+        return RmsNorm(epsilon=config.layer_norm_eps, dtype=dtype, name=name)
     # Two-pass variance, as torch computes it: the fast E[x^2]-E[x]^2 form costs parity digits.
     return LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, name=name)
 
@@ -41,7 +48,8 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         patch = self.config.patch_hw
-        x = nn.Conv(self.config.width, patch, strides=patch, padding="VALID", dtype=self.dtype, name="proj")(images)
+        x = nn.Conv(self.config.width, patch, strides=patch, padding="VALID", use_bias=self.config.patch_bias,
+                    dtype=self.dtype, name="proj")(images)
         b, gh, gw, d = x.shape
         return x.reshape(b, gh * gw, d)
 
@@ -61,6 +69,12 @@ class Attention(nn.Module):
         qkv = nn.Dense(3 * d, use_bias=cfg.qkv_bias, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="qkv")(x)
         # Features are laid out (3, heads, head_dim), as timm's reshape reads them.
         qkv = qkv.reshape(b, t, 3, cfg.heads, cfg.head_dim)
+        if cfg.qk_norm:
+            # Each head's query and key normed over head_dim before the product (timm); the packed layout is kept
+            # so that the fused path below serves qk-norm too.
+            q = _norm(cfg, "q_norm", self.dtype)(qkv[:, :, 0])
+            k = _norm(cfg, "k_norm", self.dtype)(qkv[:, :, 1])
+            qkv = jnp.stack([q, k, qkv[:, :, 2]], axis=2)
         attn_dropout = not deterministic and cfg.attention_dropout > 0
         probs = None
         if return_probs or attn_dropout:
@@ -81,8 +95,49 @@ class Attention(nn.Module):
         return out, (probs if return_probs else None)
 
 
+def _dense(features: int, name: str, dtype: Dtype) -> nn.Dense:
+    # big_vision's MlpBlock init: Xavier-uniform kernels, biases normal(1e-6).
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6),
+        name=name,
+    )
+
+
 class MlpBlock(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout."""
+    """fc1 -> activation -> dropout -> (norm) -> fc2 -> dropout (timm's Mlp).
+
+    `hidden`, `dropout` and `inner_norm` default to the config's blocks' (mlp_dim, dropout, mlp_norm); the MAP
+    head's MLP sets its own.
+    """
+
+    config: ViTConfig
+    dtype: Dtype = None
+    hidden: int | None = None
+    dropout: float | None = None
+    inner_norm: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        rate = cfg.dropout if self.dropout is None else self.dropout
+        x = _dense(self.hidden or cfg.mlp_dim, "fc1", self.dtype)(x)
+        x = _activation(cfg)(x)
+        x = nn.Dropout(rate)(x, deterministic=deterministic)
+        if cfg.mlp_norm if self.inner_norm is None else self.inner_norm:
+            x = _norm(cfg, "norm", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype)(x)
+        return nn.Dropout(rate)(x, deterministic=deterministic)
+
+
+class GluMlp(nn.Module):
+    """Gated MLP with one packed fc1 of 2*mlp_dim (timm's GluMlp): its halves are value and gate.
+
+    mlp="swiglu_packed" (timm SwiGLUPacked): act(first half) * second half; mlp="geglu" (timm GluMlp, gate last):
+    first half * act(second half). Then dropout -> (norm) -> fc2 -> dropout.
+    """
 
     config: ViTConfig
     dtype: Dtype = None
@@ -90,18 +145,53 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         cfg = self.config
-        dense = lambda features, name: nn.Dense(
-            features,
-            dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.normal(stddev=1e-6),
-            name=name,
-        )
-        x = dense(cfg.mlp_dim, "fc1")(x)
-        x = _gelu(cfg)(x)
+        x1, x2 = jnp.split(_dense(2 * cfg.mlp_dim, "fc1", self.dtype)(x), 2, axis=-1)
+        act = _activation(cfg)
+        x = act(x1) * x2 if cfg.mlp == "swiglu_packed" else x1 * act(x2)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-        x = dense(cfg.width, "fc2")(x)
+        if cfg.mlp_norm:
+            x = _norm(cfg, "norm", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype)(x)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP with separate gate and value projections (timm's SwiGLU): act(fc1_g(x)) * fc1_x(x) -> dropout ->
+    (norm) -> fc2 -> dropout."""
+
+    config: ViTConfig
+    dtype: Dtype = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        gate = _dense(cfg.mlp_dim, "fc1_g", self.dtype)(x)
+        x = _activation(cfg)(gate) * _dense(cfg.mlp_dim, "fc1_x", self.dtype)(x)
+        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        if cfg.mlp_norm:
+            x = _norm(cfg, "norm", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype)(x)
+        return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+
+
+def _mlp(config: ViTConfig, dtype: Dtype) -> nn.Module:
+    """The block's MLP, by config.mlp, named "mlp" as timm's."""
+    if config.mlp == "plain":
+        return MlpBlock(config, dtype, name="mlp")
+    if config.mlp == "swiglu":
+        return SwiGLU(config, dtype, name="mlp")
+    return GluMlp(config, dtype, name="mlp")
+
+
+class LayerScale(nn.Module):
+    """Per-channel gains on a residual branch (timm's LayerScale, CaiT/DeiT III), initialised to layer_scale_init."""
+
+    config: ViTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gamma = self.param("gamma", nn.initializers.constant(self.config.layer_scale_init), (self.config.width,))
+        return x * gamma.astype(x.dtype)
 
 
 class EncoderBlock(nn.Module):
@@ -135,11 +225,15 @@ class EncoderBlock(nn.Module):
                 if deterministic or cfg.drop_path == 0:  # no stochastic depth anywhere: draw nothing
                     return y
                 return drop_path_by_rate(y, drop_path_rate, self.make_rng("dropout"))
-        y = _layer_norm(cfg, "norm1", self.dtype)(x)
+        y = _norm(cfg, "norm1", self.dtype)(x)
         y, probs = Attention(cfg, self.dtype, name="attn")(y, deterministic=deterministic, return_probs=return_probs)
+        if cfg.layer_scale_init:
+            y = LayerScale(cfg, name="ls1")(y)
         x = x + drop_path(y, deterministic=deterministic)
-        y = _layer_norm(cfg, "norm2", self.dtype)(x)
-        y = MlpBlock(cfg, self.dtype, name="mlp")(y, deterministic=deterministic)
+        y = _norm(cfg, "norm2", self.dtype)(x)
+        y = _mlp(cfg, self.dtype)(y, deterministic=deterministic)
+        if cfg.layer_scale_init:
+            y = LayerScale(cfg, name="ls2")(y)
         x = x + drop_path(y, deterministic=deterministic)
         return x, probs
 
@@ -159,6 +253,34 @@ def drop_path_by_rate(y: jax.Array, rate: jax.Array, rng: jax.Array) -> jax.Arra
     mask = jax.random.bernoulli(rng, keep, (y.shape[0], 1, 1))
     # y / keep in y's dtype, as nn.Dropout's y / keep_prob (a Python float) under bfloat16 compute.
     return jax.lax.select(jnp.broadcast_to(mask, y.shape), y / keep.astype(y.dtype), jnp.zeros_like(y))
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling (big_vision's MAPHead, timm's AttentionPoolLatent as VisionTransformer builds it):
+    one learned latent query attends over the tokens, then a residual MLP on its normed output: (B, T, D) -> (B, D).
+
+    The query is a single token, so the (1, T) probabilities are computed directly; no fused kernel is needed.
+    """
+
+    config: ViTConfig
+    dtype: Dtype = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        b, t, d = x.shape
+        dense = lambda features, name: nn.Dense(features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
+        latent = self.param("latent", nn.initializers.xavier_uniform(), (1, 1, d))
+        q = dense(d, "q")(jnp.broadcast_to(latent.astype(x.dtype), (b, 1, d))).reshape(b, 1, cfg.heads, cfg.head_dim)
+        kv = dense(2 * d, "kv")(x).reshape(b, t, 2, cfg.heads, cfg.head_dim)  # (2, heads, head_dim), as timm's reshape
+        k, v = kv[:, :, 0], kv[:, :, 1]
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q * cfg.head_dim**-0.5, k)
+        probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1).astype(v.dtype)
+        out = dense(d, "proj")(jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, 1, d))
+        # timm's AttentionPoolLatent MLP: plain, of the blocks' fc1 width (its hidden = width * mlp_ratio), no dropout.
+        y = MlpBlock(cfg, self.dtype, hidden=cfg.mlp_fc1_dim, dropout=0.0, inner_norm=False, name="mlp")
+        out = out + y(_norm(cfg, "norm", self.dtype)(out))
+        return out[:, 0]
 
 
 class ViT(nn.Module):
@@ -181,9 +303,15 @@ class ViT(nn.Module):
 
     `apply(variables, images)` returns logits. `train=True` turns on dropout and stochastic depth
     (pass rngs={"dropout": key}). `return_intermediates=True` returns (logits, intermediates) with
-    "patch_embed" (B, N, D, before the position embedding), "embed" (B, T, D, after it and the [CLS]
-    token), "blocks" (each block's output), "attn" (each layer's probabilities, (B, heads, T, T)),
-    "encoded" (after the final norm), "pooled" (B, D), "pre_logits" (B, features_dim), "logits".
+    "patch_embed" (B, N, D, before the position embedding), "embed" (B, T, D, after it and the prefix
+    tokens), "norm_pre" (pre_norm only: after the norm on the embeddings), "blocks" (each block's output),
+    "attn" (each layer's probabilities, (B, heads, T, T)), "encoded" (after the final token norm, if any),
+    "pooled" (B, D: the [CLS] token, the mean of the patch tokens or the MAP head's output, after fc_norm
+    where final_norm="pooled"; pool="none": every token), "pre_logits" (B, features_dim), "logits".
+    distilled=True: "pooled" is the mean of the [CLS] and distillation tokens (timm's pre_logits), "head_logits"
+    and "head_dist_logits" are the two heads' outputs, and "logits" their mean, in training as in inference
+    (timm's VisionTransformerDistilled with distilled_training=False; a distillation trainer reads the heads
+    from the intermediates).
     """
 
     config: ViTConfig
@@ -201,17 +329,32 @@ class ViT(nn.Module):
         x = PatchEmbed(cfg, self.dtype, name="patch_embed")(images)
         inter["patch_embed"] = x
         b, _, d = x.shape
-        if cfg.pool == "cls":
-            cls_token = self.param("cls_token", nn.initializers.zeros, (1, 1, d))
-            x = jnp.concatenate([jnp.broadcast_to(cls_token.astype(x.dtype), (b, 1, d)), x], axis=1)
-        # The [CLS] slot is part of the position embedding (timm, Google's vision_transformer).
+        # Prefix tokens in timm's order: [CLS], the distillation token, the registers.
+        prefix = []
+        if cfg.has_class_token:
+            prefix.append(self.param("cls_token", nn.initializers.zeros, (1, 1, d)))
+        if cfg.distilled:
+            prefix.append(self.param("dist_token", nn.initializers.truncated_normal(stddev=0.02), (1, 1, d)))
+        if cfg.reg_tokens:
+            prefix.append(self.param("reg_token", nn.initializers.normal(stddev=1e-6), (1, cfg.reg_tokens, d)))
+        prefix = [jnp.broadcast_to(p.astype(x.dtype), (b,) + p.shape[1:]) for p in prefix]
         if cfg.pos_embed == "learned":
-            pos_embed = self.param("pos_embed", nn.initializers.normal(stddev=0.02), (1, cfg.num_tokens, d))
+            pos_embed = self.param("pos_embed", nn.initializers.normal(stddev=0.02), (1, cfg.num_pos_embed_tokens, d))
         else:
             pos_embed = jnp.asarray(sincos_2d(cfg))
-        x = x + pos_embed.astype(x.dtype)
+        if cfg.pos_embed_covers_prefix:
+            # The prefix slots are part of the position embedding (timm, Google's vision_transformer).
+            x = jnp.concatenate(prefix + [x], axis=1) if prefix else x
+            x = x + pos_embed.astype(x.dtype)
+        else:
+            # Patches only (timm no_embed_class: DeiT III, big_vision): add, then prepend.
+            x = x + pos_embed.astype(x.dtype)
+            x = jnp.concatenate(prefix + [x], axis=1) if prefix else x
         inter["embed"] = x
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        if cfg.pre_norm:
+            x = _norm(cfg, "norm_pre", self.dtype)(x)
+            inter["norm_pre"] = x
 
         def run_block(block: EncoderBlock, x: jax.Array, rate: jax.Array | None):
             x, probs = block(x, deterministic=deterministic, return_probs=return_intermediates, drop_path_rate=rate)
@@ -243,16 +386,46 @@ class ViT(nn.Module):
                 attn.append(probs)
         inter["blocks"], inter["attn"] = tuple(blocks), tuple(attn)
 
-        x = _layer_norm(cfg, "norm", self.dtype)(x)
+        if cfg.final_norm == "tokens":
+            x = _norm(cfg, "norm", self.dtype)(x)
         inter["encoded"] = x
-        # Mean pooling normalises every token first (Google's "gap", timm's fc_norm=False).
-        x = x[:, 0] if cfg.pool == "cls" else x.mean(axis=1)
+        if cfg.distilled:
+            return self._distilled_heads(x, inter, return_intermediates)
+        x = self._pool(x)
+        if cfg.final_norm == "pooled":
+            x = _norm(cfg, "fc_norm", self.dtype)(x)
         inter["pooled"] = x
         if cfg.representation_size:
             x = nn.tanh(nn.Dense(cfg.representation_size, dtype=self.dtype, name="pre_logits")(x))
         inter["pre_logits"] = x
         if cfg.num_classes:
             x = nn.Dense(cfg.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="head")(x)
+        inter["logits"] = x
+        return (x, inter) if return_intermediates else x
+
+    def _pool(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        if cfg.pool == "cls":
+            return x[:, 0]
+        patches = x[:, cfg.num_prefix_tokens :] if cfg.num_prefix_tokens else x  # timm pools the patch tokens
+        if cfg.pool == "mean":
+            # With final_norm="tokens", every token is normed first (Google's "gap", timm's fc_norm=False).
+            return patches.mean(axis=1)
+        if cfg.pool == "map":
+            return MAPHead(cfg, self.dtype, name="attn_pool")(patches)
+        return x  # "none": every token
+
+    def _distilled_heads(self, x: jax.Array, inter: dict[str, Any], return_intermediates: bool):
+        """DeiT: one head on the [CLS] token, one on the distillation token, their logits averaged."""
+        cfg = self.config
+        cls, dist = x[:, 0], x[:, 1]
+        inter["pooled"] = inter["pre_logits"] = (cls + dist) / 2
+        if cfg.num_classes:
+            head = lambda name: nn.Dense(cfg.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros, name=name)
+            inter["head_logits"], inter["head_dist_logits"] = head("head")(cls), head("head_dist")(dist)
+            x = (inter["head_logits"] + inter["head_dist_logits"]) / 2
+        else:
+            x = inter["pooled"]
         inter["logits"] = x
         return (x, inter) if return_intermediates else x
 

@@ -48,7 +48,7 @@ def layers(config: ViTConfig) -> dict[str, Layer]:
             walk(value, sub_params, path + (key,))
 
     walk(state["intermediates"], params, ())
-    for key in ("cls_token", "pos_embed"):
+    for key in ("cls_token", "reg_token", "pos_embed", "dist_token"):
         if key in params:
             found[key] = ("parameter", tuple(params[key].shape), _count(params[key]))
     found["(model)"] = ("ViT", (1, config.num_classes or config.features_dim), _count(params))

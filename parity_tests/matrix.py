@@ -28,10 +28,27 @@ CONFIGS: dict[str, tuple[ViTConfig, int]] = {
     "one_head": (ViTConfig(**{**_TINY, "heads": 1}), 2),
     "no_qkv_bias_tanh_gelu_eps1e-12": (ViTConfig(**_TINY, qkv_bias=False, gelu="tanh", layer_norm_eps=1e-12), 2),
     "grayscale_no_head": (ViTConfig(**{**_TINY, "channels": 1, "num_classes": 0}, image_mean=(0.5,), image_std=(0.5,)), 2),
+    # timm's architecture features (ViTConfig's second group), combined as the checkpoints to convert use them.
+    "dinov2_like": (ViTConfig(**_TINY, layer_scale_init=1e-5, reg_tokens=2, pos_embed_covers_prefix=False,
+                              mlp="swiglu_packed", activation="silu"), 2),
+    "siglip_like": (ViTConfig(**_TINY, pool="map", gelu="tanh"), 2),
+    "clip_like": (ViTConfig(**_TINY, pre_norm=True, patch_bias=False, activation="quick_gelu", layer_norm_eps=1e-5), 2),
+    "deit_distilled": (ViTConfig(**_TINY, distilled=True), 2),
+    "deit3_like": (ViTConfig(**_TINY, layer_scale_init=1e-6, pos_embed_covers_prefix=False), 2),
+    "rmsnorm_qknorm": (ViTConfig(**_TINY, norm="rms", qk_norm=True), 2),
+    "fc_norm_mean": (ViTConfig(**_TINY, pool="mean", class_token=True, reg_tokens=1, final_norm="pooled"), 2),
+    "eva_like": (ViTConfig(**_TINY, mlp="swiglu", activation="silu", mlp_norm=True, qk_norm=True, pool="mean",
+                           class_token=True, final_norm="pooled"), 2),
+    "geglu_no_final_norm_rms_map": (ViTConfig(**_TINY, mlp="geglu", norm="rms", mlp_norm=True, pool="map",
+                                              final_norm="none", pre_norm=True), 2),
+    "tokens_out_sincos_registers": (ViTConfig(**{**_TINY, "num_classes": 0}, pool="none", class_token=True, reg_tokens=2,
+                                              pos_embed="sincos2d"), 2),
     "Ti/16": (ViTConfig.from_variant("Ti/16"), 2),
     "B/16": (ViTConfig.from_variant("B/16"), 2),
 }
 DTYPES = ("float32", "float64")
+# The configs of the timm architecture features (those after "grayscale_no_head"), for the tests that pick them.
+FEATURE_CONFIGS = tuple(list(CONFIGS)[list(CONFIGS).index("dinov2_like") : list(CONFIGS).index("Ti/16")])
 
 
 @functools.lru_cache(maxsize=None)

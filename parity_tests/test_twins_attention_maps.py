@@ -14,8 +14,11 @@ from vit_spec import random_weights, save_weights
 from vit_spec.attention_maps import rollout
 
 TOL = 1e-5
-# The attention configs of the matrix: every pooling, position embedding and shape; B/16 adds nothing new.
-NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1")]
+# The attention configs of the matrix: every pooling, position embedding and shape; B/16 adds nothing new. Left out:
+# models whose pooled vector is not the [CLS] token yet which have prefix tokens (registers, a [CLS] token beside
+# mean or MAP pooling), for which vit_spec.attention_maps draws no map yet.
+NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1")
+         and (CONFIGS[n][0].pool == "cls" or not CONFIGS[n][0].num_prefix_tokens)]
 
 
 @pytest.mark.parametrize("name", config_params(NAMES))

@@ -34,3 +34,24 @@ def test_compared_tensors_cover_every_layer():
         expected += [f"blocks.{i}.attn_probs", f"blocks.{i}"]
     expected += ["encoded", "pooled", "logits", "logits (fused attention)"]
     assert names == expected
+
+
+@pytest.mark.parametrize("name", config_params(["dinov2_like", "eva_like", "geglu_no_final_norm_rms_map"]))
+def test_scanned_blocks_agree_on_feature_configs(name):
+    """ViT(scan_blocks=True) stacks the features' block tensors (layer scale, qk-norm, GLU MLPs, RMSNorm) over
+    depth like the rest, and computes the PyTorch twin's logits."""
+    import jax
+    import numpy as np
+
+    from jax_vit import ViT, params_from_state_dict
+    from jax_vit.inference import matmul_precision
+    from parity_tests.matrix import weights_and_images
+    from twins import torch_side
+    from twins.differences import FORWARD_TOL, scaled_difference
+
+    config, weights, images = weights_and_images(name)
+    with matmul_precision("float32"):
+        params = params_from_state_dict(config, weights, scan_blocks=True)
+        out = np.asarray(jax.jit(ViT(config, scan_blocks=True).apply)({"params": params}, images))
+    _, scaled = scaled_difference(out, torch_side.forward(config, weights, images)["logits"].astype(np.float64))
+    assert scaled <= FORWARD_TOL["float32"], f"{name}: scanned JAX logits differ from PyTorch's by {scaled:.2e} (scaled)"

@@ -9,10 +9,15 @@ import pytest
 from vit_spec import ViTConfig
 
 
+_TINY = dict(image_size=32, patch_size=4, num_classes=10, width=64, depth=2, heads=4, mlp_dim=128)
+
+
 @pytest.mark.parametrize("config", [ViTConfig.from_variant("tutorial"), ViTConfig.from_variant("S/16", num_classes=10),
-                                    ViTConfig(image_size=32, patch_size=4, num_classes=10, width=64, depth=2, heads=4,
-                                              mlp_dim=128, representation_size=48)],
-                         ids=["tutorial", "S/16", "representation_size"])
+                                    ViTConfig(**_TINY, representation_size=48),
+                                    ViTConfig(**_TINY, layer_scale_init=1e-5, reg_tokens=2, pool="map", qk_norm=True,
+                                              mlp="swiglu", activation="silu", pre_norm=True, patch_bias=False),
+                                    ViTConfig(**_TINY, distilled=True, norm="rms", mlp="geglu", mlp_norm=True)],
+                         ids=["tutorial", "S/16", "representation_size", "registers_map_swiglu", "distilled_rms_geglu"])
 def test_the_pytorch_init_draws_from_the_jax_distributions(config):
     import torch
 

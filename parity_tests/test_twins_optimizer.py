@@ -77,19 +77,32 @@ def test_optimizer_updates_agree(recipe_name):
     assert moved > 1e-4
 
 
-def test_weight_decay_masks_agree():
-    """The same parameters are decayed: JAX's "kernel" leaves outside pos_embed/cls_token, torch's matrices."""
+_FEATURES = dict(image_size=32, patch_size=8, num_classes=10, width=64, depth=2, heads=4, mlp_dim=128)
+
+
+@pytest.mark.parametrize("config", [
+    ViTConfig.from_variant("tutorial"),
+    ViTConfig(**_FEATURES, layer_scale_init=1e-5, reg_tokens=2, class_token=True, pool="map", mlp="swiglu",
+              activation="silu", qk_norm=True),
+    ViTConfig(**_FEATURES, distilled=True, norm="rms", mlp="swiglu_packed", activation="silu"),
+], ids=["tutorial", "registers_layer_scale_map", "distilled_rms"])
+def test_weight_decay_masks_agree(config):
+    """The same parameters are decayed: JAX's "kernel" leaves, torch's matrices, both outside
+    vit_spec.layout.NO_DECAY_NAMES (position embedding, prefix tokens, MAP latent, layer-scale gains)."""
     import jax
 
     import torch_vit
     from jax_vit import init_params, state_dict_from_params
     from train.jax_loop.optim import weight_decay_mask
     from train.torch_loop.optim import decays
+    from vit_spec import exempt_from_decay
 
-    config = ViTConfig.from_variant("tutorial")
     params = init_params(config, 0)
     as_arrays = jax.tree.map(lambda m, p: np.full(p.shape, float(m), np.float32), weight_decay_mask(params), params)
     jax_decayed = {k for k, v in state_dict_from_params(config, as_arrays).items() if np.all(v == 1)}
     torch_decayed = {n for n, p in torch_vit.ViT(config).named_parameters() if decays(n, p)}
     assert torch_decayed == jax_decayed
     assert "head.weight" in torch_decayed and "pos_embed" not in torch_decayed and "blocks.0.norm1.weight" not in torch_decayed
+    exempt = [n for n in state_dict_from_params(config, params) if exempt_from_decay(n)]
+    assert exempt and not set(exempt) & torch_decayed
+    assert all(n.endswith(".weight") and n.split(".")[-2] not in ("q_norm", "k_norm", "norm") for n in torch_decayed), torch_decayed

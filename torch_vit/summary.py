@@ -11,7 +11,9 @@ from vit_spec import ViTConfig
 Layer = tuple[str, tuple, int]  # (kind, output shape, parameter count)
 
 # Modules without parameters or a JAX counterpart module: left out of the table.
-SKIPPED = ("Dropout", "DropPath", "GELU", "Tanh", "Identity", "ModuleList", "Sequential")
+SKIPPED = ("Dropout", "DropPath", "GELU", "QuickGELU", "SiLU", "Tanh", "Identity", "ModuleList", "Sequential")
+# The model's own tensors (not a module's), in timm's order.
+TOP_LEVEL = ("cls_token", "reg_token", "pos_embed", "dist_token")
 
 
 def layers(config: ViTConfig) -> dict[str, Layer]:
@@ -36,7 +38,7 @@ def layers(config: ViTConfig) -> dict[str, Layer]:
         model(torch.empty(1, config.channels, h, w, device="meta"))
     for hook in hooks:
         hook.remove()
-    for key in ("cls_token", "pos_embed"):
+    for key in TOP_LEVEL:
         tensor = getattr(model, key, None)
         if isinstance(tensor, torch.nn.Parameter):
             found[key] = ("parameter", tuple(tensor.shape), tensor.numel())
@@ -50,4 +52,4 @@ def module_order(config: ViTConfig) -> list[str]:
     names = [n for n, _ in model.named_modules() if n]
     # Parameters go where timm's forward uses them: after the patch embedding.
     i = names.index("patch_embed.proj") + 1
-    return names[:i] + ["cls_token", "pos_embed"] + names[i:]
+    return names[:i] + [k for k in TOP_LEVEL if isinstance(getattr(model, k, None), torch.nn.Parameter)] + names[i:]

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from twins.differences import FORWARD_TOL, GRAD_TOL, Difference, compare
+from twins.differences import FORWARD_TOL, GRAD_TOL, Difference, compare, set_apart_zero_gradients
 from vit_spec import ViTConfig, random_weights
 
 
@@ -79,11 +79,11 @@ def run_parity(
         weights = state_dict
         if perturb:
             weights, perturbed = perturb_zeros(config, state_dict, seed)
-        grads = compare(
+        grads = set_apart_zero_gradients(compare(
             torch_side.gradients(config, weights, images_nhwc, labels, dtype),
             jax_side.gradients(config, weights, images_nhwc, labels, dtype),
             GRAD_TOL[dtype],
-        )
+        ), dtype)
     return ParityReport(forward, grads, tuple(perturbed))
 
 

@@ -26,11 +26,11 @@ import numpy as np
 from vit_bench.flops import matmul_flops
 from vit_cli import huge_pages
 from vit_spec import ViTConfig, atomic_path
+from vit_spec.layout import NO_DECAY_NAMES
 
 # AdamW as our default recipe has it (train/recipes.py), the same in optax and torch.optim.
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.999), 1e-8, 0.05
-# Parameter names that weight decay leaves alone besides biases and norms (train.jax_loop.optim.NO_DECAY_NAMES).
-NO_DECAY_NAMES = ("pos_embed", "cls_token")
+# Parameter names that weight decay leaves alone besides biases and norms: vit_spec.layout.NO_DECAY_NAMES.
 
 
 # --- The runners: one per framework mode; each times K steps of its task. ---

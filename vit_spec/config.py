@@ -18,9 +18,17 @@ _TUTORIAL = dict(image_size=32, patch_size=4, num_classes=10, width=128, depth=4
 
 VARIANTS = tuple(f"{name}/<patch>" for name in _WIDTH) + ("tutorial",)
 
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "map", "none")
 POS_EMBEDS = ("learned", "sincos2d")
 GELUS = ("exact", "tanh")
+ACTIVATIONS = ("gelu", "quick_gelu", "silu")
+# The MLP of each block: timm's Mlp, SwiGLUPacked (GluMlp, gate first), SwiGLU (fc1_g, fc1_x), GluMlp (gate last).
+MLPS = ("plain", "swiglu_packed", "swiglu", "geglu")
+# The activation each gated MLP is named for.
+_GATED_ACTIVATION = {"swiglu_packed": "silu", "swiglu": "silu", "geglu": "gelu"}
+NORMS = ("layer", "rms")
+# Where the final norm sits: on every token before pooling (timm `norm`), on the pooled features (timm `fc_norm`), nowhere.
+FINAL_NORMS = ("tokens", "pooled", "none")
 
 
 class ConfigError(ValueError):
@@ -57,17 +65,44 @@ class ViTConfig:
         heads: attention heads; must divide width.
         mlp_dim: hidden width of each block's MLP.
         qkv_bias: whether the fused q/k/v projection has a bias.
-        pool: "cls" (a [CLS] token) or "mean" (no [CLS] token; mean of the normed tokens).
+        pool: "cls" (the [CLS] token), "mean" (mean of the patch tokens), "map" (big_vision's MAP head, timm's
+            AttentionPoolLatent, over the patch tokens) or "none" (the model returns every token; needs
+            num_classes=0 and no representation_size).
         pos_embed: "learned" or "sincos2d" (fixed, big_vision's 2-D sin-cos).
-        layer_norm_eps: LayerNorm epsilon (1e-6 in Google's checkpoints and timm).
+        layer_norm_eps: epsilon of every norm, LayerNorm or RMSNorm (1e-6 in Google's checkpoints and timm).
         dropout: dropout after the position embedding, the attention output and in the MLP.
         attention_dropout: dropout on the attention probabilities.
         drop_path: stochastic depth rate of the last block (linearly increasing from 0).
         representation_size: width of the tanh pre-logits layer, or None for none.
-        gelu: "exact" (erf; timm, PyTorch) or "tanh" (the approximation; Flax's default, Google's checkpoints).
+        gelu: "exact" (erf; timm, PyTorch) or "tanh" (the approximation; Flax's default, Google's checkpoints):
+            the form of GELU wherever activation (or a GeGLU MLP) uses it.
         image_mean, image_std: how [0, 1] pixels are normalised, (x - mean) / std, before the model, one
             value per channel (default 0.5 for every channel: Google's checkpoints).
             Metadata for data pipelines: the model itself takes normalised images.
+
+    Architecture features of timm's VisionTransformer (each default keeps the standard ViT above):
+        layer_scale_init: per-channel gains on both residual branches, initialised to this value (timm
+            `init_values`: blocks.N.ls1.gamma, ls2.gamma); None: no layer scale.
+        class_token: whether there is a [CLS] token; None: exactly when pool == "cls".
+        reg_tokens: register tokens (timm `reg_tokens`, tensor reg_token), after the [CLS] token, before the patches.
+        pos_embed_covers_prefix: whether the position embedding has slots for the prefix tokens ([CLS],
+            distillation, registers) and is added after they are prepended (True, timm's default), or covers
+            the patches only and is added before (False: timm `no_embed_class=True`; DeiT III, DINOv2, big_vision).
+        final_norm: "tokens" (norm every token before pooling, timm `norm`), "pooled" (norm the pooled
+            features, timm `fc_norm`), "none" (timm `final_norm=False`).
+        pre_norm: a norm after the embeddings, before the blocks (timm `pre_norm=True`, tensor norm_pre; CLIP).
+        patch_bias: whether the patch projection has a bias (timm builds it without one when pre_norm=True).
+        activation: the MLPs' nonlinearity: "gelu" (its form set by `gelu`), "quick_gelu" (x * sigmoid(1.702 x),
+            OpenAI CLIP) or "silu" (timm `act_layer`).
+        mlp: "plain" (fc1 -> act -> fc2), "swiglu_packed" (timm SwiGLUPacked: fc1 of 2*mlp_dim, silu(first half) *
+            second half), "swiglu" (timm SwiGLU: silu(fc1_g(x)) * fc1_x(x)), "geglu" (timm GluMlp with GELU: first half
+            * gelu(second half)). mlp_dim is the width fc2 reads in every case; a gated MLP needs the activation
+            it is named for.
+        mlp_norm: a norm inside each MLP, before fc2 (timm `scale_mlp_norm=True`, tensor mlp.norm).
+        norm: "layer" (LayerNorm) or "rms" (RMSNorm, weight only: timm RmsNorm), for every norm of the model.
+        qk_norm: normalise queries and keys per head over head_dim (timm `qk_norm=True`: attn.q_norm, attn.k_norm).
+        distilled: DeiT's distillation token and second head (timm VisionTransformerDistilled: dist_token,
+            head_dist); the output is the mean of the two heads' logits, in training as in inference.
     """
 
     image_size: int | tuple[int, int] = 224
@@ -89,6 +124,19 @@ class ViTConfig:
     gelu: str = "exact"
     image_mean: tuple[float, ...] | None = None  # None: 0.5 per channel
     image_std: tuple[float, ...] | None = None
+    layer_scale_init: float | None = None
+    class_token: bool | None = None  # None: pool == "cls"
+    reg_tokens: int = 0
+    pos_embed_covers_prefix: bool = True
+    final_norm: str = "tokens"
+    pre_norm: bool = False
+    patch_bias: bool = True
+    activation: str = "gelu"
+    mlp: str = "plain"
+    mlp_norm: bool = False
+    norm: str = "layer"
+    qk_norm: bool = False
+    distilled: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep hashable, comparable tuples.
@@ -151,6 +199,59 @@ class ViTConfig:
                 )
         if any(s <= 0 for s in self.image_std):
             raise ConfigError(f"image_std must be positive, got {self.image_std}")
+        self._validate_features()
+
+    def _validate_features(self) -> None:
+        """The timm architecture features: each value, then the combinations that do not make a model."""
+        for name in ("pos_embed_covers_prefix", "pre_norm", "patch_bias", "mlp_norm", "qk_norm", "distilled"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.class_token is not None and not isinstance(self.class_token, bool):
+            raise ConfigError(f"class_token must be True, False or None (None: pool == 'cls'), got {self.class_token!r}")
+        scale = self.layer_scale_init
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
+            raise ConfigError(
+                f"layer_scale_init must be a positive number (e.g. 1e-5) or None for no layer scale, got {scale!r}"
+            )
+        if not isinstance(self.reg_tokens, int) or isinstance(self.reg_tokens, bool) or self.reg_tokens < 0:
+            raise ConfigError(f"reg_tokens must be an int >= 0 (0: no register tokens), got {self.reg_tokens!r}")
+        for name, allowed in (("final_norm", FINAL_NORMS), ("activation", ACTIVATIONS), ("mlp", MLPS), ("norm", NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {allowed}")
+        if self.pool == "cls" and self.class_token is False:
+            raise ConfigError(
+                "pool='cls' reads the [CLS] token, but class_token=False: set class_token=True (or None), "
+                "or pool='mean' or 'map'"
+            )
+        if self.pool == "none":
+            if self.num_classes or self.representation_size:
+                raise ConfigError(
+                    "pool='none' returns every token, so there is no head: set num_classes=0 and representation_size=None"
+                )
+            if self.final_norm == "pooled":
+                raise ConfigError("pool='none' pools nothing for final_norm='pooled' to norm: use final_norm='tokens' or 'none'")
+        gated = _GATED_ACTIVATION.get(self.mlp)
+        if gated and self.activation != gated:
+            raise ConfigError(
+                f"mlp={self.mlp!r} gates with {gated}, but activation={self.activation!r}: set activation={gated!r}"
+            )
+        if self.distilled:
+            if self.pool != "cls":
+                raise ConfigError(f"distilled=True reads the [CLS] and distillation tokens: set pool='cls', not {self.pool!r}")
+            if self.reg_tokens:
+                raise ConfigError("distilled=True with register tokens is no timm model: set reg_tokens=0")
+            if not self.pos_embed_covers_prefix:
+                raise ConfigError(
+                    "distilled=True: timm's VisionTransformerDistilled always gives both prefix tokens position slots: "
+                    "set pos_embed_covers_prefix=True"
+                )
+            if self.representation_size:
+                raise ConfigError("distilled=True has two heads on the tokens themselves: set representation_size=None")
+            if self.final_norm == "pooled":
+                raise ConfigError(
+                    "distilled=True: timm's distilled head skips fc_norm, so final_norm='pooled' would norm nothing; "
+                    "use final_norm='tokens' or 'none'"
+                )
 
     # Derived sizes.
     @property
@@ -173,12 +274,27 @@ class ViTConfig:
         return gh * gw
 
     @property
+    def has_class_token(self) -> bool:
+        return self.pool == "cls" if self.class_token is None else self.class_token
+
+    @property
     def num_prefix_tokens(self) -> int:
-        return 1 if self.pool == "cls" else 0
+        """Tokens before the patches: [CLS], the distillation token, the registers (timm's order)."""
+        return int(self.has_class_token) + int(self.distilled) + self.reg_tokens
 
     @property
     def num_tokens(self) -> int:
         return self.num_patches + self.num_prefix_tokens
+
+    @property
+    def num_pos_embed_tokens(self) -> int:
+        """Rows of the position embedding: every token, or the patches alone (pos_embed_covers_prefix=False)."""
+        return self.num_tokens if self.pos_embed_covers_prefix else self.num_patches
+
+    @property
+    def mlp_fc1_dim(self) -> int:
+        """Output width of each MLP's fc1: both halves for the packed gated MLPs (timm's hidden_features)."""
+        return 2 * self.mlp_dim if self.mlp in ("swiglu_packed", "geglu") else self.mlp_dim
 
     @property
     def head_dim(self) -> int:
@@ -231,7 +347,12 @@ class ViTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, except the architecture features still at their defaults: a standard ViT's dict (and file
+        metadata) is the one written before those features existed, readable by earlier versions."""
         out = dataclasses.asdict(self)
+        for name in FEATURE_FIELDS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
         for name in ("image_size", "patch_size", "image_mean", "image_std"):
             if isinstance(out[name], tuple):
                 out[name] = list(out[name])
@@ -257,6 +378,14 @@ class ViTConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"the config is not valid JSON: {e}") from None
         return cls.from_dict(data)
+
+
+# The fields added for timm's architecture features (issue 20): left out of to_dict() at their defaults.
+FEATURE_FIELDS = (
+    "layer_scale_init", "class_token", "reg_tokens", "pos_embed_covers_prefix", "final_norm", "pre_norm", "patch_bias",
+    "activation", "mlp", "mlp_norm", "norm", "qk_norm", "distilled",
+)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
 
 
 def _divisors(n: int) -> list[int]:

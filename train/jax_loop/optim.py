@@ -10,9 +10,9 @@ import optax
 
 from train.recipes import Recipe, RecipeError
 from train.schedule import warmup_steps
+from vit_spec.layout import NO_DECAY_NAMES, exempt_from_decay
 
-# Parameters that weight decay leaves alone besides biases and norm scales (not "kernel" leaves).
-NO_DECAY_NAMES = ("pos_embed", "cls_token")
+__all__ = ["NO_DECAY_NAMES", "lr_schedule", "make_optimizer", "weight_decay_mask"]
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -38,11 +38,12 @@ def _schedule(recipe: Recipe, steps_per_epoch: int, total_steps: int) -> optax.S
 
 
 def weight_decay_mask(params: Any) -> Any:
-    """True where weight decay applies: matrices and conv kernels, never biases, norms, pos_embed, cls_token."""
+    """True where weight decay applies: matrices and conv kernels ("kernel" leaves), never biases, norms or the
+    tensors of vit_spec.layout.NO_DECAY_NAMES (position embedding, prefix tokens, MAP latent, layer-scale gains)."""
 
     def decays(path: tuple, _: Any) -> bool:
         names = [str(getattr(k, "key", k)) for k in path]
-        return names[-1] == "kernel" and not any(n in NO_DECAY_NAMES for n in names)
+        return names[-1] == "kernel" and not exempt_from_decay(".".join(names))
 
     return jax.tree_util.tree_map_with_path(decays, params)
 

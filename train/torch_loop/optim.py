@@ -8,15 +8,15 @@ import torch
 
 from torch_vit import ViT
 from train.recipes import Recipe, RecipeError
+from vit_spec.layout import NO_DECAY_NAMES, exempt_from_decay
 
-# Parameters that weight decay leaves alone besides vectors (biases, norm scales): as train.jax_loop.optim.
-NO_DECAY_NAMES = ("pos_embed", "cls_token")
+__all__ = ["NO_DECAY_NAMES", "decays", "make_optimizer"]
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
     """True where AdamW's weight decay applies: matrices and conv kernels (JAX's "kernel" leaves), never
-    biases, norms, the position embedding or the [CLS] token."""
-    return param.ndim >= 2 and name.split(".")[-1] not in NO_DECAY_NAMES
+    biases, norms or the tensors of vit_spec.layout.NO_DECAY_NAMES (position embedding, prefix tokens, MAP latent)."""
+    return param.ndim >= 2 and not exempt_from_decay(name)
 
 
 def make_optimizer(model: ViT, recipe: Recipe) -> torch.optim.Optimizer:
