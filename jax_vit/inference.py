@@ -56,12 +56,44 @@ def attention(path: str | Path, images: np.ndarray, batch_size: int = BATCH_SIZE
     @jax.jit
     def forward(params, x):
         out, inter = model.apply({"params": params}, x, return_intermediates=True)
-        return out, inter["attn"]
+        return out, inter["attn"], inter.get("attn_pool")
 
-    all_logits, layers = [], []
+    all_logits, layers, pools = [], [], []
     with matmul_precision("float32"):
         for i in range(0, len(images), batch_size):
-            out, attn = forward(params, normalise(images[i: i + batch_size], config))
+            out, attn, pool = forward(params, normalise(images[i: i + batch_size], config))
             all_logits.append(np.asarray(out))
             layers.append([np.asarray(a) for a in attn])
-    return Attention(np.concatenate(all_logits), [np.concatenate(per) for per in zip(*layers)])
+            pools.append(None if pool is None else np.asarray(pool))
+    pool = None if pools[0] is None else np.concatenate(pools)
+    return Attention(np.concatenate(all_logits), [np.concatenate(per) for per in zip(*layers)], pool)
+
+
+def features(config: ViTConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
+             batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+    """(final tokens (N, T, D), pooled feature (N, features_dim), None for pool="none") of normalised NHWC images,
+    in float32 with exact matmuls: ViT.forward_features, then ViT.forward_head(pre_logits=True).
+
+    Args:
+        config: the model.
+        weights: its state dict (timm names, the shared layout).
+        x: (N, H, W, C) float32 images, normalised with the config's image_mean / image_std.
+        batch_size: images per jitted call.
+    """
+    model = ViT(config)
+
+    @jax.jit
+    def forward(params, x):
+        tokens = model.apply({"params": params}, x, method=ViT.forward_features)
+        pooled = None if config.pool == "none" else model.apply({"params": params}, tokens, method=ViT.forward_head,
+                                                                pre_logits=True)
+        return tokens, pooled
+
+    tokens, pooled = [], []
+    with matmul_precision("float32"):
+        params = jax.device_put(params_from_state_dict(config, weights))
+        for i in range(0, len(x), batch_size):
+            t, p = forward(params, x[i:i + batch_size])
+            tokens.append(np.asarray(t))
+            pooled.append(None if p is None else np.asarray(p))
+    return np.concatenate(tokens), (None if config.pool == "none" else np.concatenate(pooled))

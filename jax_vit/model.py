@@ -266,7 +266,8 @@ class MAPHead(nn.Module):
     dtype: Dtype = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, return_probs: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The pooled (B, D); with return_probs, also the latent's attention over the tokens, (B, heads, 1, T)."""
         cfg = self.config
         b, t, d = x.shape
         dense = lambda features, name: nn.Dense(features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
@@ -280,7 +281,7 @@ class MAPHead(nn.Module):
         # timm's AttentionPoolLatent MLP: plain, of the blocks' fc1 width (its hidden = width * mlp_ratio), no dropout.
         y = MlpBlock(cfg, self.dtype, hidden=cfg.mlp_fc1_dim, dropout=0.0, inner_norm=False, name="mlp")
         out = out + y(_norm(cfg, "norm", self.dtype)(out))
-        return out[:, 0]
+        return (out[:, 0], probs) if return_probs else out[:, 0]
 
 
 class ViT(nn.Module):
@@ -301,13 +302,17 @@ class ViT(nn.Module):
             the loop pins each recomputation to its layer's backward step; measured on XLA:CPU, the
             unscanned program's peak memory does not drop (`python -m vit_bench.compile`).
 
-    `apply(variables, images)` returns logits. `train=True` turns on dropout and stochastic depth
+    `apply(variables, images)` returns logits. Features, as timm's `forward_features` / `forward_head`:
+    `apply(variables, images, method=ViT.forward_features)` gives the final tokens (B, T, D: prefix tokens, then the
+    patches; after the final token norm, if any), `apply(variables, tokens, method=ViT.forward_head)` the logits of
+    such tokens, and with `pre_logits=True` what the head reads (the pooled feature, B x features_dim). `train=True` turns on dropout and stochastic depth
     (pass rngs={"dropout": key}). `return_intermediates=True` returns (logits, intermediates) with
     "patch_embed" (B, N, D, before the position embedding), "embed" (B, T, D, after it and the prefix
     tokens), "norm_pre" (pre_norm only: after the norm on the embeddings), "blocks" (each block's output),
     "attn" (each layer's probabilities, (B, heads, T, T)), "encoded" (after the final token norm, if any),
     "pooled" (B, D: the [CLS] token, the mean of the patch tokens or the MAP head's output, after fc_norm
-    where final_norm="pooled"; pool="none": every token), "pre_logits" (B, features_dim), "logits".
+    where final_norm="pooled"; pool="none": every token), "attn_pool" (pool="map": the MAP head's attention of its
+    latent over the patch tokens, (B, heads, 1, patches)), "pre_logits" (B, features_dim), "logits".
     distilled=True: "pooled" is the mean of the [CLS] and distillation tokens (timm's pre_logits), "head_logits"
     and "head_dist_logits" are the two heads' outputs, and "logits" their mean, in training as in inference
     (timm's VisionTransformerDistilled with distilled_training=False; a distillation trainer reads the heads
@@ -319,9 +324,21 @@ class ViT(nn.Module):
     scan_blocks: bool = False
     remat: bool = False
 
+    def forward_features(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+        """The final tokens (B, T, D): prefix tokens ([CLS], distillation, registers), then the patches, after the
+        final token norm where final_norm="tokens" (timm's forward_features). vit_spec.tokens.split_tokens parts them."""
+        return self(images, train=train, _part="features")
+
+    def forward_head(self, tokens: jax.Array, *, pre_logits: bool = False) -> jax.Array:
+        """forward_features' tokens -> logits; pre_logits=True: what the head reads, the pooled feature after fc_norm
+        and the representation layer, (B, features_dim) (timm's forward_head). pool="none": the tokens."""
+        return self(tokens, _part="pre_logits" if pre_logits else "head")
+
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool = False, return_intermediates: bool = False):
+    def __call__(self, images: jax.Array, *, train: bool = False, return_intermediates: bool = False, _part: str = "all"):
         cfg = self.config
+        if _part != "all" and _part != "features":  # forward_head: `images` are forward_features' tokens
+            return self._head(images, {}, False, pre_logits=_part == "pre_logits")
         check_images(cfg, images.shape, str(images.dtype), jnp.issubdtype(images.dtype, jnp.floating), "NHWC")
         deterministic = not train
         inter: dict[str, Any] = {}
@@ -389,21 +406,30 @@ class ViT(nn.Module):
         if cfg.final_norm == "tokens":
             x = _norm(cfg, "norm", self.dtype)(x)
         inter["encoded"] = x
+        if _part == "features":
+            return x
+        return self._head(x, inter, return_intermediates)
+
+    def _head(self, x: jax.Array, inter: dict[str, Any], return_intermediates: bool, pre_logits: bool = False):
+        """Final tokens -> pooled -> (fc_norm) -> (pre-logits layer) -> logits; pre_logits: stop before the head."""
+        cfg = self.config
         if cfg.distilled:
-            return self._distilled_heads(x, inter, return_intermediates)
-        x = self._pool(x)
+            return self._distilled_heads(x, inter, return_intermediates, pre_logits)
+        x = self._pool(x, inter)
         if cfg.final_norm == "pooled":
             x = _norm(cfg, "fc_norm", self.dtype)(x)
         inter["pooled"] = x
         if cfg.representation_size:
             x = nn.tanh(nn.Dense(cfg.representation_size, dtype=self.dtype, name="pre_logits")(x))
         inter["pre_logits"] = x
+        if pre_logits:
+            return x
         if cfg.num_classes:
             x = nn.Dense(cfg.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="head")(x)
         inter["logits"] = x
         return (x, inter) if return_intermediates else x
 
-    def _pool(self, x: jax.Array) -> jax.Array:
+    def _pool(self, x: jax.Array, inter: dict[str, Any]) -> jax.Array:
         cfg = self.config
         if cfg.pool == "cls":
             return x[:, 0]
@@ -412,14 +438,17 @@ class ViT(nn.Module):
             # With final_norm="tokens", every token is normed first (Google's "gap", timm's fc_norm=False).
             return patches.mean(axis=1)
         if cfg.pool == "map":
-            return MAPHead(cfg, self.dtype, name="attn_pool")(patches)
+            x, inter["attn_pool"] = MAPHead(cfg, self.dtype, name="attn_pool")(patches, return_probs=True)
+            return x
         return x  # "none": every token
 
-    def _distilled_heads(self, x: jax.Array, inter: dict[str, Any], return_intermediates: bool):
+    def _distilled_heads(self, x: jax.Array, inter: dict[str, Any], return_intermediates: bool, pre_logits: bool = False):
         """DeiT: one head on the [CLS] token, one on the distillation token, their logits averaged."""
         cfg = self.config
         cls, dist = x[:, 0], x[:, 1]
         inter["pooled"] = inter["pre_logits"] = (cls + dist) / 2
+        if pre_logits:
+            return inter["pre_logits"]
         if cfg.num_classes:
             head = lambda name: nn.Dense(cfg.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros, name=name)
             inter["head_logits"], inter["head_dist_logits"] = head("head")(cls), head("head_dist")(dist)

@@ -6,6 +6,8 @@ Print them with: pytest parity_tests -k peers -s | grep peer-diff
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ import torch
 import jax_vit
 import torch_vit
 from vit_cli.main import main
+from vit_spec import ViTConfig
 
 # Scaled max-abs difference of logits against a peer, float32.
 TOL = 1e-5
@@ -63,3 +66,24 @@ def convert(*args) -> None:
     """`vit convert ARGS`, which must succeed."""
     rc = main(["convert", *map(str, args)])
     assert rc == 0, f"vit convert {' '.join(map(str, args))} failed"
+
+
+def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
+    """timm's keyword arguments for `config` as objects (vit_spec.formats.timm.timm_constructor's, evaluated)."""
+    from vit_spec.formats.timm import timm_constructor
+
+    _, kw, imports = timm_constructor(config)
+    namespace: dict[str, Any] = {}
+    exec("\n".join(imports), namespace)  # noqa: S102 (our own import lines)
+    return {name: eval(source, namespace) for name, source in kw}  # noqa: S307 (our own literals)
+
+
+def timm_class(config: ViTConfig) -> Any:
+    """timm's VisionTransformer, or VisionTransformerDistilled (needs timm)."""
+    if config.distilled:
+        from timm.models.deit import VisionTransformerDistilled
+
+        return VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer

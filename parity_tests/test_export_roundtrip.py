@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jax_vit.export import run_stablehlo
-from parity_tests.matrix import CONFIGS, config_params
+from parity_tests.matrix import CONFIGS, FEATURE_CONFIGS, config_params
 from torch_vit.export import run_onnx
 from twins import exports as export
 from twins.differences import scaled_difference
@@ -18,8 +18,11 @@ from vit_spec import random_weights, save_weights
 
 pytest.importorskip("onnxruntime", reason="vit export --to onnx is checked in onnxruntime: pip install 'vit-twins[export]'")
 
-# B/16 exports like Ti/16 at six times the cost; batch 1 is covered by the check batches.
-NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1")]
+# B/16 exports like Ti/16 at six times the cost; batch 1 is covered by the check batches. Of timm's architecture
+# features: MAP pooling, the distilled model's two heads, registers with layer scale (and a patch-only position table,
+# a packed SwiGLU); the others are the same ops in other places. A pool="none" model has no output to export.
+FEATURE_NAMES = ["siglip_like", "deit_distilled", "dinov2_like"]
+NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1") and n not in FEATURE_CONFIGS] + FEATURE_NAMES
 
 
 def fresh_inputs(config, batch: int = 5) -> np.ndarray:
@@ -61,3 +64,12 @@ def test_export_round_trip(name, to, tmp_path):
     else:
         assert Path(str(out) + ".mlirbc").stat().st_size > 0
         assert meta["in"].startswith("float32[batch,")
+
+
+def test_a_model_that_returns_every_token_is_refused_naming_why(tmp_path):
+    config, _ = CONFIGS["tokens_out_sincos_registers"]
+    weights = tmp_path / "model.safetensors"
+    save_weights(weights, config, random_weights(config, seed=0))
+    with pytest.raises(ValueError, match="pool='none' model: it returns every token, not logits or a pooled feature"):
+        export.export(weights, "onnx", tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

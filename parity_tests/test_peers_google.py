@@ -186,7 +186,8 @@ def test_big_vision_matches_timms_reader(tok, scanned, prefix, tmp_path):
     report(f"big_vision -> vit [{name}] vs timm's reader", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
 
 
-def test_big_vision_map_head_is_refused(tmp_path, capsys):
+def test_big_vision_incomplete_map_head_is_refused(tmp_path, capsys):
+    """A MAPHead_0 holding only a probe is not big_vision's MAPHead (test_peers_big_vision_siglip.py reads that one)."""
     tree = big_vision_tree(0, width=16, depth=1, heads=2, mlp=32, patch=4, grid=2, classes=3, tok=False, scanned=False,
                            prefix="params/")
     tree["params/MAPHead_0/probe"] = np.zeros((1, 1, 16), np.float32)

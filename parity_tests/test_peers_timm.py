@@ -26,6 +26,7 @@ import torch_vit  # noqa: E402
 from vit_cli.main import main  # noqa: E402
 from parity_tests.peers import convert, images_nchw, our_logits, perturb, report, scaled_diff, unfused  # noqa: E402
 from vit_spec import ViTConfig, read_metadata  # noqa: E402
+from parity_tests.peers import timm_class, timm_kwargs  # noqa: E402
 
 
 
@@ -78,24 +79,20 @@ def test_timm_to_ours_and_back(case, tmp_path):
     out_jax, out_torch = our_logits(ours, images)
     report(f"timm -> vit [{case}]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))
 
-    # Back: --to timm, loaded strictly into the VisionTransformer its recorded kwargs describe.
+    # Back: --to timm, loaded strictly into the VisionTransformer its recorded config describes.
     back = tmp_path / "back.safetensors"
     convert(ours, back, "--to", "timm")
-    recorded = json.loads(read_metadata(back)["vit_timm"])
-    eps = recorded["layer_norm_eps"]
-    rebuilt = VisionTransformer(**recorded["kwargs"], norm_layer=functools.partial(torch.nn.LayerNorm, eps=eps))
+    recorded = ViTConfig.from_dict(json.loads(read_metadata(back)["vit_timm"])["config"])
+    rebuilt = timm_class(recorded)(**timm_kwargs(recorded))
     rebuilt.load_state_dict(load_file(str(back)), strict=True)
     with torch.no_grad():
         again = unfused(rebuilt)(torch.from_numpy(images)).numpy()
     report(f"vit -> timm [{case}]", timm=scaled_diff(again, out_torch))
 
-    # timm -> vit -> timm gives back timm's tensors bit for bit (no_embed_class: plus a zero [CLS] slot).
+    # timm -> vit -> timm gives back timm's tensors bit for bit (no_embed_class too: the table is kept as it is).
     before = {k: v.numpy() for k, v in model.state_dict().items()}
     after = load_numpy(str(back))
     assert sorted(before) == sorted(after)
-    if kwargs.get("no_embed_class"):
-        assert not after["pos_embed"][:, 0].any()
-        after["pos_embed"] = after["pos_embed"][:, 1:]
     assert all(np.array_equal(before[k], after[k]) for k in before), "timm -> vit -> timm changed a tensor"
 
 
@@ -137,16 +134,19 @@ def test_timm_model_name_variant(tmp_path):
 
 
 def test_timm_names_match_timm():
-    """Our table of timm's plain ViT names agrees with timm's own models and pretrained configs."""
+    """Our table of timm's plain ViT names agrees with timm's own models and pretrained configs, features included."""
     from timm.models import vision_transformer as vt
 
-    from vit_spec.formats.variants import _TIMM_NAME, resolve_variant
+    from vit_spec.formats.timm_models import model_fields
+    from vit_spec.formats.variants import _TIMM_NAME, STANDARD_FEATURES, resolve_variant
 
     checked = 0
     for name, entry in vt.default_cfgs.items():
         if not _TIMM_NAME.fullmatch(name):
             continue
         model = timm.create_model(name, pretrained=False, device="meta")
+        built = model_fields(model, name)[0]
+        assert {k: built[k] for k in STANDARD_FEATURES} == STANDARD_FEATURES, f"{name}: not a plain ViT"
         for tag, cfg in entry.cfgs.items():
             fields = resolve_variant(f"{name}.{tag}").fields
             assert fields["width"] == model.embed_dim and fields["depth"] == len(model.blocks)
@@ -181,11 +181,9 @@ def test_width_mismatch_with_variant_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(global_pool="avg", class_token=False), "fc_norm"),
-        (dict(init_values=1e-5), "layer scale"),
-        (dict(reg_tokens=2), "register tokens"),
-        (dict(qk_norm=True), "qk_norm"),
-        (dict(global_pool="map"), "MAP head"),
+        (dict(scale_attn_norm=True), "scale_attn_norm"),
+        (dict(proj_bias=False), "proj_bias=False"),
+        (dict(pos_embed="none"), "no position embedding"),
     ],
 )
 def test_timm_models_we_cannot_compute_are_refused(kwargs, words, tmp_path, capsys):
@@ -194,3 +192,24 @@ def test_timm_models_we_cannot_compute_are_refused(kwargs, words, tmp_path, caps
     save_timm(VisionTransformer(**{**base, **kwargs}), src)
     assert main(["convert", str(src), str(tmp_path / "out.safetensors"), "--heads", "2"]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(global_pool="avg", class_token=False), dict(init_values=1e-5), dict(reg_tokens=2), dict(qk_norm=True),
+     dict(global_pool="map"), dict(global_pool="avg", fc_norm=True, reg_tokens=1, no_embed_class=True),
+     dict(final_norm=False), dict(scale_mlp_norm=True, qk_norm=True)],
+)
+def test_timm_features_once_refused_now_convert(kwargs, tmp_path):
+    """What the converter used to refuse: read from the tensors alone (--heads), computing timm's logits."""
+    base = dict(img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3)
+    model = perturb(VisionTransformer(**{**base, **kwargs}), seed=11)
+    src = tmp_path / "timm.safetensors"
+    save_timm(model, src)
+    ours = tmp_path / "ours.safetensors"
+    convert(src, ours, "--heads", "2")
+    images = images_nchw((16, 16), seed=5)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images)).numpy()
+    out_jax, out_torch = our_logits(ours, images)
+    report(f"timm -> vit [{kwargs}]", jax=scaled_diff(out_jax, ref), torch=scaled_diff(out_torch, ref))

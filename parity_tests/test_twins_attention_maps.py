@@ -14,11 +14,9 @@ from vit_spec import random_weights, save_weights
 from vit_spec.attention_maps import rollout
 
 TOL = 1e-5
-# The attention configs of the matrix: every pooling, position embedding and shape; B/16 adds nothing new. Left out:
-# models whose pooled vector is not the [CLS] token yet which have prefix tokens (registers, a [CLS] token beside
-# mean or MAP pooling), for which vit_spec.attention_maps draws no map yet.
-NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1")
-         and (CONFIGS[n][0].pool == "cls" or not CONFIGS[n][0].num_prefix_tokens)]
+# The attention configs of the matrix: every pooling (MAP: its pooling attention), prefix tokens (registers, the
+# distillation token, a [CLS] token beside mean pooling), position embedding and shape; B/16 adds nothing new.
+NAMES = [n for n in CONFIGS if n not in ("B/16", "tutorial_batch1")]
 
 
 @pytest.mark.parametrize("name", config_params(NAMES))
@@ -35,6 +33,12 @@ def test_attention_rollout_and_maps_agree(name, tmp_path):
         assert a.shape == b.shape == (batch, config.heads, config.num_tokens, config.num_tokens)
         diff = float(np.abs(a - b).max())
         assert diff <= TOL, f"{name}: layer {i}'s attention probabilities differ by {diff:.2e} > {TOL}"
+    if config.pool == "map":
+        assert jax_side.pool.shape == torch_side.pool.shape == (batch, config.heads, 1, config.num_patches)
+        diff = float(np.abs(jax_side.pool - torch_side.pool).max())
+        assert diff <= TOL, f"{name}: the MAP head's attention differs by {diff:.2e} > {TOL}"
+    else:
+        assert jax_side.pool is None and torch_side.pool is None
     diff = float(np.abs(rollout(jax_side.layers) - rollout(torch_side.layers)).max())
     assert diff <= TOL, f"{name}: the rollout differs by {diff:.2e} > {TOL}"
     for layer in range(-config.depth, config.depth):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vit_spec import ViTConfig, random_weights, sincos_2d
-from vit_spec.attention_maps import normalise_map, pooled_relevance, rollout, upsample
+from vit_spec import ViTConfig, WeightsError, random_weights, sincos_2d
+from vit_spec.attention_maps import normalise_map, pooled_relevance, pooling_maps, rollout, upsample
 from vit_spec.embedding_maps import mosaic, patch_filter_components, position_similarity
 
 TINY = dict(image_size=(16, 24), patch_size=4, num_classes=10, width=32, depth=3, heads=4, mlp_dim=64)
@@ -142,3 +142,77 @@ def test_mosaic_lays_tiles_out_with_gaps():
     assert m.shape == (5, 8)
     np.testing.assert_array_equal(m[3:5, 6:8], tiles[1, 2])
     assert np.isnan(m[2]).all() and np.isnan(m[:, 2]).all()
+
+
+# timm's architecture features: prefix tokens beyond [CLS] (registers, distillation token), a [CLS] token beside
+# mean pooling, MAP pooling, and position tables over the patches only.
+
+
+def test_registers_columns_are_left_out_and_the_cls_row_is_read():
+    config = ViTConfig(**TINY, reg_tokens=2)
+    t, p = config.num_tokens, config.num_prefix_tokens
+    assert p == 3
+    attention = np.zeros((t, t))
+    attention[0, 1] = attention[0, 2] = 0.5  # all on the registers: no patch gets any of it
+    attention[0, p + 7] = 0.25
+    maps = pooled_relevance(attention, config)
+    assert maps.shape == (4, 6) and maps.reshape(-1)[7] == 0.25 and maps.sum() == 0.25
+
+
+def test_a_distilled_model_reads_the_mean_of_its_cls_and_distillation_rows():
+    config = ViTConfig(**TINY, distilled=True)
+    attention = random_attention(1, 1, config.num_tokens, 1)[0][0, 0]
+    maps = pooled_relevance(attention, config)
+    np.testing.assert_allclose(maps.reshape(-1), attention[:2, 2:].mean(axis=0))
+
+
+def test_a_cls_token_beside_mean_pooling_is_left_out_rows_and_columns():
+    config = ViTConfig(**TINY, pool="mean", class_token=True, reg_tokens=1)
+    attention = random_attention(2, 1, config.num_tokens, 1)[0][:, 0]
+    maps = pooled_relevance(attention, config)
+    np.testing.assert_allclose(maps.reshape(2, -1), attention[:, 2:, 2:].mean(axis=1))
+
+
+def test_map_relevance_weights_the_patch_rows_by_the_pooling_attention():
+    config = ViTConfig(**TINY, pool="map")
+    layers = random_attention(2, 4, config.num_tokens, 3)
+    joint = rollout(layers)
+    pool = np.zeros((2, config.num_patches))
+    pool[:, 5] = 1.0  # the latent reads patch 5 alone: the map is patch 5's rolled-out row
+    maps = pooled_relevance(joint, config, pool)
+    np.testing.assert_allclose(maps.reshape(2, -1), joint[:, 5])
+    with pytest.raises(ValueError, match="pooling attention"):
+        pooled_relevance(joint, config)
+    heads = pooling_maps(np.ones((2, 4, 1, config.num_patches)), config)
+    assert heads.shape == (2, 4, 4, 6)
+
+
+def test_rollout_over_prefix_tokens_keeps_every_token_and_reads_the_patch_columns():
+    config = ViTConfig(**TINY, reg_tokens=4)
+    layers = random_attention(1, 2, config.num_tokens, 2)
+    joint = rollout(layers)
+    assert joint.shape == (1, config.num_tokens, config.num_tokens)
+    np.testing.assert_allclose(joint.sum(-1), 1.0)
+    maps = pooled_relevance(joint, config)
+    np.testing.assert_allclose(maps.reshape(-1), joint[0, 0, 5:])  # less than one: the registers hold the rest
+    assert maps.sum() < 1.0
+
+
+@pytest.mark.parametrize("covers", [True, False])
+def test_similarity_reads_the_patch_rows_of_a_table_with_or_without_prefix_slots(covers):
+    config = ViTConfig(**TINY, reg_tokens=2, pos_embed_covers_prefix=covers)
+    weights = random_weights(config)
+    table = weights["pos_embed"][0]
+    assert len(table) == (config.num_tokens if covers else config.num_patches)
+    patches = table[3:] if covers else table
+    s = position_similarity(weights, config)
+    a, b = patches[3], patches[10]
+    assert s.reshape(24, 24)[3, 10] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    with pytest.raises(WeightsError, match="pos_embed has 1 rows"):
+        position_similarity({"pos_embed": table[:1]}, config)
+
+
+def test_a_sincos_table_over_the_patches_only_is_computed_alike():
+    config = ViTConfig(**TINY, pos_embed="sincos2d", reg_tokens=1, pos_embed_covers_prefix=False)
+    np.testing.assert_allclose(position_similarity({"pos_embed": sincos_2d(config)}, config),
+                               position_similarity({}, config), atol=1e-6)

@@ -5,7 +5,6 @@ No timed assertions: speeds depend on the machine and its neighbours.
 
 import json
 
-import numpy as np
 import pytest
 
 from vit_bench import sweep as bench

@@ -97,8 +97,9 @@ def test_a_runtime_failing_while_timed_is_dropped_and_reported(monkeypatch):
 
 
 def test_bad_flags_are_refused(capsys):
-    assert main(["bench", "--inference", "--rows", "smoke", "--calls", "0"]) == 2
-    assert "--calls must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused by argparse, before anything runs
+        main(["bench", "--inference", "--rows", "smoke", "--calls", "0"])
+    assert exit_.value.code == 2 and "argument --calls: must be at least 1, got 0" in capsys.readouterr().err
     assert main(["bench", "--inference", "--rows", "B/16"]) == 2
     assert "unknown --rows ['B/16']" in capsys.readouterr().err
     with pytest.raises(ValueError, match="must include torch-eager"):

@@ -165,19 +165,25 @@ def test_timm_round_trip_with_recorded_kwargs(name, tmp_path):
     assert all(np.array_equal(back.state_dict[k], sd[k]) for k in sd)
 
 
-def test_timm_refusals_and_no_embed_class():
+def test_timm_features_from_the_tensors_and_no_embed_class():
     config = ViTConfig(image_size=8, patch_size=4, width=8, depth=1, heads=2, mlp_dim=16, num_classes=2)
     sd = random_weights(config)
-    with pytest.raises(UnsupportedModelError, match="layer scale"):
-        timm.from_timm({**sd, "blocks.0.ls1.gamma": np.ones(8, np.float32)}, {}, "x", heads=2)
-    with pytest.raises(UnsupportedModelError, match="fc_norm"):
-        timm.from_timm({**sd, "fc_norm.weight": np.ones(8, np.float32)}, {}, "x", heads=2)
+    gammas = {"blocks.0.ls1.gamma": np.ones(8, np.float32), "blocks.0.ls2.gamma": np.ones(8, np.float32)}
+    assert timm.from_timm({**sd, **gammas}, {}, "x", heads=2).config.layer_scale_init == 1e-5
+    # fc_norm in place of norm, with a [CLS] token: timm's average pooling (fc_norm=None with global_pool='avg').
+    fc = {k.replace("norm.", "fc_norm.") if k.startswith("norm.") else k: v for k, v in sd.items()}
+    back = timm.from_timm(fc, {}, "x", heads=2)
+    assert (back.config.final_norm, back.config.pool, back.config.class_token) == ("pooled", "mean", True)
+    with pytest.raises(UnsupportedModelError, match="scale_attn_norm"):
+        timm.from_timm({**sd, "blocks.0.attn.norm.weight": np.ones(8, np.float32)}, {}, "x", heads=2)
+    with pytest.raises(UnsupportedModelError, match="HybridEmbed"):
+        timm.from_timm({**sd, "patch_embed.backbone.stem.conv.weight": np.ones(8, np.float32)}, {}, "x", heads=2)
     with pytest.raises(FormatError, match="does not record the number of attention heads"):
         timm.from_timm(sd, {}, "x")
-    # no_embed_class: no [CLS] slot in pos_embed; a zero one is added.
+    # no_embed_class: no [CLS] slot in pos_embed; the config says so and the table is kept as it is.
     back = timm.from_timm({**sd, "pos_embed": sd["pos_embed"][:, 1:]}, {}, "x", heads=2)
-    assert not back.state_dict["pos_embed"][:, 0].any()
-    np.testing.assert_array_equal(back.state_dict["pos_embed"][:, 1:], sd["pos_embed"][:, 1:])
+    assert back.config.pos_embed_covers_prefix is False
+    np.testing.assert_array_equal(back.state_dict["pos_embed"], sd["pos_embed"][:, 1:])
     rep = CONFIGS["cls-prelogits"]
     with pytest.raises(UnsupportedModelError, match="no pre-logits layer"):
         timm.to_timm(Checkpoint(rep, random_weights(rep), "vit"))
@@ -269,5 +275,11 @@ def test_variant_names():
     assert resolve_variant("vit_base_patch16_224.mae").fields["image_mean"] == IMAGENET_MEAN_STD[0]
     with pytest.raises(FormatError, match="unknown pretrained tag"):
         resolve_variant("vit_base_patch16_224.mystery")
-    with pytest.raises(FormatError, match="plain ViT"):
-        resolve_variant("vit_base_patch16_clip_224")
+
+
+def test_other_timm_names_are_built_by_timm():
+    pytest.importorskip("timm")
+    clip = resolve_variant("vit_base_patch16_clip_224.openai").fields  # timm builds it on the meta device
+    assert (clip["pre_norm"], clip["patch_bias"], clip["layer_norm_eps"], clip["heads"]) == (True, False, 1e-5, 12)
+    with pytest.raises(FormatError, match="neither this project's variant nor a timm model name"):
+        resolve_variant("vit_nonesuch_patch16_224")

@@ -75,7 +75,7 @@ def test_the_check_compares_the_export_with_both_twins(weights, tmp_path, monkey
 
 def test_bad_requests_are_refused_naming_the_fix(weights, tmp_path, capsys):
     assert main(["export", str(weights), "--to", "onnx", str(tmp_path)]) == 2
-    assert "is a directory: give the file to write" in capsys.readouterr().err
+    assert f"OUT {tmp_path} is a directory: give the path of a file" in capsys.readouterr().err
     assert main(["export", str(weights), "--to", "stablehlo", str(tmp_path / "m"), "--platforms", "gpu"]) == 2
     assert "--platforms 'gpu': use a comma-separated subset of cpu, cuda, rocm, tpu" in capsys.readouterr().err
     text = tmp_path / "notes.txt"
@@ -93,3 +93,18 @@ def test_weights_holding_nan_are_named_before_exporting(tmp_path, capsys):
     assert main(["export", str(path), "--to", "stablehlo", str(tmp_path / "m"), "--platforms", "cpu"]) == 2
     assert "blocks.1.mlp.fc2.weight" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_model_without_a_head_exports_its_pooled_feature_and_pool_none_is_refused(tmp_path, capsys):
+    headless = TINY.replace(num_classes=0, pool="map")
+    path = tmp_path / "headless.safetensors"
+    save_weights(path, headless, random_weights(headless, seed=0))
+    assert main(["export", str(path), "--to", "stablehlo", str(tmp_path / "h.jax"), "--platforms", "cpu"]) == 0
+    assert f"out: float32[batch,{headless.width}]" in capsys.readouterr().out
+    tokens = TINY.replace(num_classes=0, pool="none")
+    path = tmp_path / "tokens.safetensors"
+    save_weights(path, tokens, random_weights(tokens, seed=0))
+    assert main(["export", str(path), "--to", "onnx", str(tmp_path / "t.onnx")]) == 2
+    assert (f"{path} is a pool='none' model: it returns every token, not logits or a pooled feature, so there is no "
+            "output to export and check; `vit features` gives its tokens") in capsys.readouterr().err
+    assert not (tmp_path / "t.onnx").exists()

@@ -15,9 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 JAX = ("jax", "flax", "optax", "orbax", "jax_vit")
-TORCH = ("torch", "torchvision", "torch_vit")
-# Reading a PyTorch pickle (.pth/.bin) needs torch: vit_spec's one exception, imported inside the reader only.
-EXCEPTIONS = {"vit_spec/formats/tensor_files.py": {"torch"}}
+TORCH = ("torch", "torchvision", "torch_vit", "timm")  # timm imports torch
+# Reading a PyTorch pickle (.pth/.bin) needs torch, and reading a timm model's architecture by name needs timm
+# (built on the meta device): vit_spec's two exceptions, each imported inside its reader only.
+EXCEPTIONS = {"vit_spec/formats/tensor_files.py": {"torch"}, "vit_spec/formats/timm_models.py": {"timm"}}
 PACKAGES = ("vit_spec", "jax_vit", "torch_vit", "train", "twins", "vit_figures", "vit_bench", "vit_cli")
 # What tests may import of the command: its entry point, and the process start it runs first.
 CLI_FOR_TESTS = {"vit_cli", "vit_cli.main", "vit_cli.huge_pages"}

@@ -171,12 +171,15 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_fix_it(tmp_path, capsys):
-    code = main(["train", "--data-dir", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--data-dir", str(tmp_path / "empty"), "--workdir", str(tmp_path / "w"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("vit train: error: dataset 'cifar10' is not prepared"), err
-    assert str((tmp_path / "nowhere").resolve()) in err
+    assert str((tmp_path / "empty").resolve()) in err and "(there is no prepared cifar10/ folder in it)" in err
     assert "pip install 'vit-twins[data]'" in err and "--data-dir" in err
+    assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(f"vit train: error: --data-dir {tmp_path / 'nowhere'} does not exist: ")
 
 
 def train_steps(workdir: Path) -> list[int]:

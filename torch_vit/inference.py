@@ -37,11 +37,28 @@ def attention(path: str | Path, images: np.ndarray, batch_size: int = BATCH_SIZE
     """The logits and every layer's attention probabilities of the weights file at `path` on (N, H, W, C) uint8
     images, in float32."""
     model = load(path).float().eval()
-    all_logits, layers = [], []
+    all_logits, layers, pools = [], [], []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(normalise(images[i: i + batch_size], model.config)).permute(0, 3, 1, 2)
             out, inter = model(x, return_intermediates=True)
             all_logits.append(out.numpy())
             layers.append([a.numpy() for a in inter["attn"]])
-    return Attention(np.concatenate(all_logits), [np.concatenate(per) for per in zip(*layers)])
+            pools.append(inter["attn_pool"].numpy() if "attn_pool" in inter else None)
+    pool = None if pools[0] is None else np.concatenate(pools)
+    return Attention(np.concatenate(all_logits), [np.concatenate(per) for per in zip(*layers)], pool)
+
+
+def features(config: ViTConfig, weights: Mapping[str, np.ndarray], x: np.ndarray,
+             batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+    """(final tokens (N, T, D), pooled feature (N, features_dim), None for pool="none") of normalised NHWC images
+    (as jax_vit.inference.features takes them), in float32: ViT.forward_features, then forward_head(pre_logits=True)."""
+    model = model_from_state_dict(config, weights).float().eval()
+    tokens, pooled = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            t = model.forward_features(torch.from_numpy(x[i:i + batch_size]).permute(0, 3, 1, 2))
+            tokens.append(t.numpy())
+            if config.pool != "none":
+                pooled.append(model.forward_head(t, pre_logits=True).numpy())
+    return np.concatenate(tokens), (np.concatenate(pooled) if pooled else None)

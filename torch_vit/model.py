@@ -256,7 +256,8 @@ class MAPHead(nn.Module):
         # timm's AttentionPoolLatent MLP: plain, of the blocks' fc1 width (its hidden = width * mlp_ratio), no dropout.
         self.mlp = MlpBlock(config, hidden=config.mlp_fc1_dim, dropout=0.0, norm=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_probs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The pooled (B, D); with return_probs, also the latent's attention over the tokens, (B, heads, 1, T)."""
         cfg = self.config
         b, t, d = x.shape
         q = self.q(self.latent.expand(b, -1, -1)).reshape(b, 1, cfg.heads, cfg.head_dim).transpose(1, 2)
@@ -264,7 +265,7 @@ class MAPHead(nn.Module):
         probs = ((q * cfg.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
         out = self.proj((probs @ v).transpose(1, 2).reshape(b, 1, d))
         out = out + self.mlp(self.norm(out))
-        return out[:, 0]
+        return (out[:, 0], probs) if return_probs else out[:, 0]
 
 
 class ViT(nn.Module):
@@ -273,7 +274,10 @@ class ViT(nn.Module):
     `model(images)` returns logits; `model.train()` turns on dropout and stochastic depth.
     `model(images, return_intermediates=True)` returns (logits, intermediates) with the same keys as
     jax_vit.ViT: "patch_embed", "embed", ("norm_pre",) "blocks", "attn", "encoded", "pooled", "pre_logits", "logits"
-    (distilled: also "head_logits", "head_dist_logits"; the output is their mean in train mode too, see jax_vit.ViT).
+    (distilled: also "head_logits", "head_dist_logits"; the output is their mean in train mode too, see jax_vit.ViT;
+    pool="map": also "attn_pool", the MAP head's attention (B, heads, 1, patches)).
+    Features, as timm's: `forward_features(images)` gives the final tokens (B, T, D), `forward_head(tokens)` their
+    logits and `forward_head(tokens, pre_logits=True)` what the head reads (the pooled feature), as jax_vit.ViT's.
     """
 
     def __init__(self, config: ViTConfig):
@@ -401,9 +405,23 @@ class ViT(nn.Module):
                 nn.init.zeros_(head.bias)
 
     def forward(self, images: torch.Tensor, return_intermediates: bool = False) -> Any:
+        inter: dict[str, Any] = {}
+        x = self._features(images, inter, return_intermediates)
+        return self._head(x, inter, return_intermediates)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The final tokens (B, T, D): prefix tokens ([CLS], distillation, registers), then the patches, after the
+        final token norm where final_norm="tokens" (timm's forward_features). vit_spec.tokens.split_tokens parts them."""
+        return self._features(images, {}, False)
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """forward_features' tokens -> logits; pre_logits=True: what the head reads, the pooled feature after fc_norm
+        and the representation layer, (B, features_dim) (timm's forward_head). pool="none": the tokens."""
+        return self._head(tokens, {}, False, pre_logits)
+
+    def _features(self, images: torch.Tensor, inter: dict[str, Any], return_intermediates: bool) -> torch.Tensor:
         cfg = self.config
         check_images(cfg, images.shape, str(images.dtype), images.is_floating_point(), "NCHW")
-        inter: dict[str, Any] = {}
 
         x = self.patch_embed(images)
         inter["patch_embed"] = x
@@ -434,19 +452,26 @@ class ViT(nn.Module):
         if cfg.final_norm == "tokens":
             x = self.norm(x)
         inter["encoded"] = x
+        return x
+
+    def _head(self, x: torch.Tensor, inter: dict[str, Any], return_intermediates: bool, pre_logits: bool = False) -> Any:
+        """Final tokens -> pooled -> (fc_norm) -> (pre-logits layer) -> logits; pre_logits: stop before the head."""
+        cfg = self.config
         if cfg.distilled:
-            return self._distilled_heads(x, inter, return_intermediates)
-        x = self._pool(x)
+            return self._distilled_heads(x, inter, return_intermediates, pre_logits)
+        x = self._pool(x, inter)
         if cfg.final_norm == "pooled":
             x = self.fc_norm(x)
         inter["pooled"] = x
         x = self.pre_logits(x)
         inter["pre_logits"] = x
+        if pre_logits:
+            return x
         x = self.head(x)
         inter["logits"] = x
         return (x, inter) if return_intermediates else x
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+    def _pool(self, x: torch.Tensor, inter: dict[str, Any]) -> torch.Tensor:
         cfg = self.config
         if cfg.pool == "cls":
             return x[:, 0]
@@ -455,13 +480,17 @@ class ViT(nn.Module):
             # With final_norm="tokens", every token is normed first (Google's "gap", timm's fc_norm=False).
             return patches.mean(dim=1)
         if cfg.pool == "map":
-            return self.attn_pool(patches)
+            x, inter["attn_pool"] = self.attn_pool(patches, return_probs=True)
+            return x
         return x  # "none": every token
 
-    def _distilled_heads(self, x: torch.Tensor, inter: dict[str, Any], return_intermediates: bool) -> Any:
+    def _distilled_heads(self, x: torch.Tensor, inter: dict[str, Any], return_intermediates: bool,
+                         pre_logits: bool = False) -> Any:
         """DeiT: one head on the [CLS] token, one on the distillation token, their logits averaged."""
         cls, dist = x[:, 0], x[:, 1]
         inter["pooled"] = inter["pre_logits"] = (cls + dist) / 2
+        if pre_logits:
+            return inter["pre_logits"]
         if self.config.num_classes:
             inter["head_logits"], inter["head_dist_logits"] = self.head(cls), self.head_dist(dist)
             x = (inter["head_logits"] + inter["head_dist_logits"]) / 2

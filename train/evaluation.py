@@ -18,10 +18,12 @@ def weights_split(path: str | Path, dataset: str, data_dir: str | None, split: s
     """The split `split` of `dataset`, in memory, after checking that the weights file at `path` is a model of
     its images and classes."""
     from vit_spec import load_weights
+    from vit_spec.inputs import check_has_logits
 
     # The whole file, checked (config, layout, no NaN/inf), before the dataset is opened: weights that cannot
     # be right would otherwise score chance accuracy after a long data load. The twins' loaders read it again.
     config, _ = load_weights(path)
+    check_has_logits(config, path, "score")
     sources = data_lib.open_sources(dataset, data_lib.resolve_data_dir(data_dir))
     if split not in sources:
         raise data_lib.DatasetError(f"{dataset} has no {split!r} split (it has {sorted(sources)})")

@@ -90,9 +90,8 @@ def summary(path: str, read: Checkpoint, adapted: Checkpoint, variant: str | Non
     """One line for the user: the file and its format, the architecture, the image size (resampled from -> to),
     the head (new, of N classes, or kept) and what came from --init-variant (or was assumed)."""
     old, new = read.config, adapted.config
-    pool = "[CLS] token" if new.pool == "cls" else "mean pooling"
     parts = [f"patch {_size(new.patch_size)}, width {new.width}, depth {new.depth}, heads {new.heads}, "
-             f"mlp {new.mlp_dim}, {pool}"]
+             f"mlp {new.mlp_dim}, {_pooling(new)}"]
     if new.grid == old.grid:
         parts.append(f"at its image size {_size(old.image_size)}")
     else:
@@ -116,6 +115,17 @@ def summary(path: str, read: Checkpoint, adapted: Checkpoint, variant: str | Non
     if assumed:
         parts.append(f"not recorded, assumed: {shown(assumed)}")
     return f"init from {path} ({read.fmt}): " + "; ".join(parts)
+
+
+def _pooling(config: ViTConfig) -> str:
+    """The pooling in words, with the prefix tokens and layer scale that timm's feature models add."""
+    words = {"cls": "[CLS] and distillation tokens" if config.distilled else "[CLS] token", "mean": "mean pooling",
+             "map": "MAP pooling", "none": "no pooling"}[config.pool]
+    if config.reg_tokens:
+        words += f", {config.reg_tokens} register{'s' * (config.reg_tokens != 1)}"
+    if config.layer_scale_init:
+        words += ", layer scale"
+    return words
 
 
 def _show(value: Any) -> str:

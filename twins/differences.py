@@ -134,6 +134,8 @@ def named_intermediates(inter: Mapping, config: ViTConfig) -> dict[str, np.ndarr
         out[f"blocks.{i}.attn_probs"] = attn
         out[f"blocks.{i}"] = block
     out["encoded"] = inter["encoded"]
+    if config.pool == "map":
+        out["attn_pool"] = inter["attn_pool"]
     out["pooled"] = inter["pooled"]
     if config.representation_size:
         out["pre_logits"] = inter["pre_logits"]

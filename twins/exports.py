@@ -83,6 +83,9 @@ def export(path: str | Path, to: str, out: str | Path, image_files: Sequence[str
     from vit_spec.weights_file import atomic_path
 
     config, weights = load_weights(path)  # names bad tensors before any framework loads them
+    if config.pool == "none":
+        raise ExportError(f"{path} is a pool='none' model: it returns every token, not logits or a pooled feature, so "
+                          "there is no output to export and check; `vit features` gives its tokens")
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a directory: give the file to write, e.g. {out / 'model'}.{'onnx' if to == 'onnx' else 'jax'}")

@@ -84,14 +84,13 @@ def classify_files(weights_path: str | Path, paths: Sequence[str], framework: st
         labels: where the class names come from: a text file with one per line or a built-in list (cifar10,
             cifar100, imagenet); default: the weights file's, else none.
     """
-    from vit_spec import WeightsError, load_weights, resolve_weights_path
+    from vit_spec import load_weights, resolve_weights_path
     from vit_spec.image_files import normalise
+    from vit_spec.inputs import check_has_logits
 
     weights_path = resolve_weights_path(weights_path)
     config, weights = load_weights(weights_path)
-    if not config.num_classes:
-        raise WeightsError(f"{weights_path} has no classification head (num_classes 0): there are no classes to "
-                           "predict; fine-tune it into a classifier first (vit train --init-from)")
+    check_has_logits(config, weights_path, "predict")
     names = class_names(weights_path, config.num_classes, labels)
     read = read_files(paths, config)  # every file in the given order: its pixels, or the error that names it
     good = [r for r in read if isinstance(r, np.ndarray)]
@@ -103,3 +102,32 @@ def classify_files(weights_path: str | Path, paths: Sequence[str], framework: st
     k = min(k, config.num_classes)
     return [{"file": path, "error": r} if isinstance(r, str) else {"file": path, "predictions": top_k(next(probabilities), k, names)}
             for path, r in zip(paths, read)]
+
+
+def features_of_files(weights_path: str | Path, paths: Sequence[str], framework: str = "jax",
+                      batch_size: int = 64) -> dict[str, Any]:
+    """`vit features`: the final tokens of the readable files, split (vit_spec.tokens.split_tokens), and their pooled
+    feature, from the `framework` twin's forward_features / forward_head(pre_logits=True).
+
+    Returns {"config", "files" (the readable files, in order), "errors" (one line per unreadable file),
+    "prefix_tokens" (N, P, D), "patch_tokens" (N, gh*gw, D), "pooled" (N, features_dim; None for pool="none")};
+    the arrays are None when no file could be read.
+    """
+    from vit_spec import load_weights, resolve_weights_path
+    from vit_spec.image_files import normalise
+    from vit_spec.tokens import split_tokens
+
+    weights_path = resolve_weights_path(weights_path)
+    config, weights = load_weights(weights_path)
+    read = read_files(paths, config)
+    good = [(path, r) for path, r in zip(paths, read) if isinstance(r, np.ndarray)]
+    out: dict[str, Any] = {"config": config, "files": [str(p) for p, _ in good],
+                           "errors": [r for r in read if isinstance(r, str)],
+                           "prefix_tokens": None, "patch_tokens": None, "pooled": None}
+    if good:
+        x = normalise(np.stack([r for _, r in good]), config)
+        weights = {name: np.asarray(v, np.float32) for name, v in weights.items()}
+        tokens, pooled = twin_module(framework, "inference").features(config, weights, x, batch_size)
+        out["prefix_tokens"], out["patch_tokens"] = split_tokens(tokens, config)
+        out["pooled"] = pooled
+    return out

@@ -38,6 +38,10 @@ def _run(args: argparse.Namespace) -> int:
     figure_format(args.out, "--out")
     weights = resolve_weights_path(args.weights)
     config, _ = load_weights(weights)
+    if args.layer is not None and config.pool == "map":
+        raise ValueError(f"--layer {args.layer}: a MAP-pooled model's maps are its pooling attention (the MAP head's, "
+                         "after the last layer), not one layer's: leave --layer out")
+    args.layer = -1 if args.layer is None else args.layer
     if not -config.depth <= args.layer < config.depth:
         raise ValueError(f"--layer {args.layer} is out of range: the model has layers 0..{config.depth - 1} (negative: from the end)")
     if args.head is not None and not -config.heads <= args.head < config.heads:
@@ -79,8 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="draw where a trained ViT looks: per-head attention, their mean and attention rollout",
         description="For each image: the [CLS] token's attention to the patches in one layer, per head and averaged "
         "over heads, and attention rollout over all layers (Abnar and Zuidema 2020: head-averaged attention plus "
-        "the identity, rows renormalised, multiplied over layers), each upsampled and overlaid on the image. A "
-        "mean-pooled model has no [CLS] token: its maps show the mean attention each patch receives. An image "
+        "the identity, rows renormalised, multiplied over layers), each upsampled and overlaid on the image. Maps "
+        "cover the patches only (registers and the distillation token are left out, and the title says so). A "
+        "mean-pooled model's maps show the mean attention each patch receives from the patch tokens; a MAP-pooled "
+        "model's per-head maps are its pooling attention (the MAP head's), its rollout weighted by it. An image "
         "file that cannot be read is named and skipped, the others are drawn, and the exit code is then 1.",
     )
     p.add_argument("weights", help="a .safetensors weights file of this project (as `vit train` and `vit convert` "
@@ -89,7 +95,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the grid goes here, one row per image; its suffix picks the format (.png, .jpg, .pdf, .svg, ...)")
     add_overwrite_flag(p, "--out")
-    p.add_argument("--layer", type=int, default=-1, help="the layer of the per-head maps, from 0; negative counts from the end (default: -1, the last)")
+    p.add_argument("--layer", type=int, default=None, help="the layer of the per-head maps, from 0; negative counts from "
+                   "the end (default: -1, the last; a MAP-pooled model's maps are its pooling attention, no layer's)")
     p.add_argument("--head", type=int, help="show this head only, from 0; negative counts from the end (default: every head)")
     p.add_argument("--framework", default="jax", choices=("jax", "torch"), help="which twin computes the attention (default: jax)")
     p.add_argument("--labels", metavar="FILE|cifar10|cifar100|imagenet",

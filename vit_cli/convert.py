@@ -11,22 +11,27 @@ import re
 from pathlib import Path
 
 from vit_cli.flag_types import non_negative_int, positive_float, positive_int
-from vit_spec.config import GELUS, ViTConfig
+from vit_spec.config import ACTIVATIONS, GELUS, ViTConfig
 
 FORMAT_HELP = """formats:
   vit         this project's .safetensors (weights + config)                       read, write
-  timm        timm VisionTransformer state dict (.safetensors, .pth, .bin)          read, write (.safetensors)
-  hf          Hugging Face ViTModel / ViTForImageClassification: a directory with
-              config.json, or a state-dict file                                     read, write (a directory)
+  timm        timm VisionTransformer / VisionTransformerDistilled state dict
+              (.safetensors, .pth, .bin): DINOv2, DeiT (III, distilled), SigLIP,
+              CLIP, MAE, ...                                                        read, write (.safetensors)
+  hf          Hugging Face ViT, DINOv2 (with registers), SigLIP, CLIP, DeiT models
+              and their classifiers: a directory with config.json, or a
+              state-dict file beside one                                            read, write (a directory)
   npz         Google's vision_transformer .npz (big_vision's layout is read too)    read, write
-  big_vision  big_vision ViT .npz                                                   read
+  big_vision  big_vision ViT .npz, SigLIP's image tower (MAP head) included         read, write
 
-What a source does not record (heads of a timm state dict; GELU, LayerNorm eps and input
-normalisation of timm or npz files) is taken from --variant/--heads or assumed and printed;
---gelu, --layer-norm-eps, --image-mean and --image-std set it instead.
+What a source does not record (heads of a timm state dict; its activation, GELU, norm eps and
+input normalisation, as those of npz files) is taken from --variant (any timm name: timm builds
+it on the meta device) or --heads, or assumed and printed; --gelu, --layer-norm-eps, --activation,
+--image-mean and --image-std set it instead.
 
 examples:
   vit convert vit_small.pth small.safetensors --variant vit_small_patch16_224
+  vit convert dinov2.safetensors s14.safetensors --variant vit_small_patch14_reg4_dinov2.lvd142m
   vit convert ViT-B_16.npz b16.safetensors
   vit convert b16.safetensors b16-hf/ --to hf
   vit convert ViT-B_16.npz b16-384-cifar.safetensors --image-size 384 --num-classes 10
@@ -70,6 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "table is not square or not at the image size of a --variant name (this replaces the name's)")
     g.add_argument("--pool-type", choices=("gap", "tok", "map", "0", "none"), help="big_vision's pool_type (default: from the parameters, else gap)")
     g.add_argument("--gelu", choices=GELUS, help="the source's GELU, where it does not record it")
+    g.add_argument("--activation", choices=ACTIVATIONS, help="a timm state dict's MLP activation, where no --variant says it "
+                   "(silu or gelu also tells a packed SwiGLU from a GeGLU MLP)")
     g.add_argument("--layer-norm-eps", type=positive_float, metavar="EPS", help="the source's LayerNorm epsilon, where it does not record it")
     g.add_argument("--image-mean", type=_floats, metavar="R,G,B", help="input normalisation mean (comma-separated), where the source does not record it")
     g.add_argument("--image-std", type=_floats, metavar="R,G,B", help="input normalisation std (comma-separated), where the source does not record it")
@@ -97,12 +104,14 @@ def _describe(config: ViTConfig) -> str:
         parts.append(f"pos_embed {config.pos_embed}")
     if not config.qkv_bias:
         parts.append("no qkv bias")
+    parts += [f"{name} {value}" for name, value in config.features().items()]
     parts += [f"gelu {config.gelu}", f"eps {config.layer_norm_eps:g}", f"mean {config.image_mean}", f"std {config.image_std}"]
     return ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     from vit_spec.formats import adapt_checkpoint, init_head, missing_params, read_checkpoint, write_checkpoint
+    from vit_spec.formats.hf import hf_architecture
     from vit_spec.formats.timm import timm_snippet
 
     src, dst = Path(args.src), Path(args.dst)
@@ -116,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-classes must be >= 0, got {args.num_classes}")
 
     overrides = dict(
-        gelu=args.gelu, layer_norm_eps=args.layer_norm_eps, image_mean=args.image_mean, image_std=args.image_std
+        gelu=args.gelu, layer_norm_eps=args.layer_norm_eps, image_mean=args.image_mean, image_std=args.image_std,
+        activation=args.activation,
     )
     checkpoint = read_checkpoint(
         src, args.src_format, variant=args.variant, heads=args.heads, source_image_size=args.source_image_size,
@@ -142,10 +152,9 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  {note}")
     if args.dst_format == "timm":
-        print("  load it in timm with:")
+        print("  load it in timm with (strict=True):")
         for line in timm_snippet(checkpoint.config, str(dst)).splitlines():
             print(f"    {line}")
     if args.dst_format == "hf":
-        arch = "ViTForImageClassification" if checkpoint.config.num_classes else "ViTModel"
-        print(f"  load it with transformers.{arch}.from_pretrained({str(dst)!r})")
+        print(f"  load it with transformers.{hf_architecture(checkpoint.config)}.from_pretrained({str(dst)!r})")
     return 0

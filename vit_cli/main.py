@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "vit_cli.embeddings",  # vit embeddings
     "vit_cli.plot",  # vit plot
     "vit_cli.predict",  # vit predict
+    "vit_cli.features",  # vit features
     "vit_cli.convert",  # vit convert
     "vit_cli.export",  # vit export
     "vit_cli.parity",  # vit parity

@@ -37,8 +37,6 @@ def _run(args: argparse.Namespace) -> int:
     from vit_spec import load_weights
 
     config, state_dict = load_weights(args.file)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     images = normalised_images(config, args.images) if args.images else random_images(config, args.batch_size, args.seed)
     report = run_parity(config, state_dict, images, args.dtype, args.seed, gradients=not args.no_gradients)
     print(format_table(report.forward, f"forward, {args.dtype}, batch {images.shape[0]} ({args.file})"))

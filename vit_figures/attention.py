@@ -10,7 +10,7 @@ import numpy as np
 
 from twins.frameworks import twin_module
 from vit_spec import ViTConfig
-from vit_spec.attention_maps import Attention, normalise_map, pooled_relevance, rollout, upsample
+from vit_spec.attention_maps import Attention, normalise_map, pooled_relevance, pooling_maps, readout, rollout, upsample
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,13 +38,24 @@ class Maps:
 
 
 def maps_of(attention: Attention, config: ViTConfig, layer: int = -1, heads: Sequence[int] | None = None) -> Maps:
-    """The maps of `vit attention` from a twin's attention (pool-aware: pooled_relevance)."""
+    """The maps of `vit attention` from a twin's attention (pool-aware: vit_spec.attention_maps.pooled_relevance),
+    over the patches only. A MAP-pooled model's per-head maps and their mean are its pooling attention (the MAP
+    head's heads, after the last layer; `layer` is not used), its rollout that attention over the rolled-out layers."""
+    joint = rollout(attention.layers)
+    if config.pool == "map":
+        if attention.pool is None:
+            raise ValueError("a MAP-pooled model's maps need its pooling attention (Attention.pool)")
+        pool = attention.pool
+        chosen = pool if heads is None else pool[:, list(heads)]
+        mean = pool.mean(axis=1)  # (B, 1, patches)
+        return Maps(heads=pooling_maps(chosen, config), head_mean=pooling_maps(mean, config),
+                    rollout=pooled_relevance(joint, config, mean[:, 0]))
     probs = attention.layers[layer]
     chosen = probs if heads is None else probs[:, list(heads)]
     return Maps(
         heads=pooled_relevance(chosen, config),
         head_mean=pooled_relevance(probs.mean(axis=1), config),
-        rollout=pooled_relevance(rollout(attention.layers), config),
+        rollout=pooled_relevance(joint, config),
     )
 
 
@@ -143,15 +154,32 @@ def draw(
     save(grid(images, maps, row_titles, title, head_names), out, dpi=DPI)
 
 
+def left_out(config: ViTConfig) -> str:
+    """The prefix tokens the maps leave out, in words ("" for none): the maps are over the patches."""
+    # pool="cls" reads the [CLS] row: its column is left out too, as always, without saying so.
+    parts = ["the [CLS] token"] * (config.has_class_token and config.pool != "cls")
+    parts += ["the distillation token"] * config.distilled
+    if config.reg_tokens:
+        parts.append(f"{config.reg_tokens} register{'s' * (config.reg_tokens != 1)}")
+    if not parts:
+        return ""
+    return ("; " + " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+            + " left out of the maps (over the patches only)")
+
+
 def title_of(config: ViTConfig, layer: int, framework: str) -> str:
     depth = config.depth
     index = layer % depth
-    if config.pool == "cls":
-        what = f"[CLS] token's attention to the patches in layer {index} (of 0..{depth - 1})"
+    if config.pool == "map":
+        what = f"{readout(config)}, per head and averaged (after layer {depth - 1}); rollout over all {depth} layers " \
+               "weighted by it"
     else:
-        what = (f"mean attention each patch receives in layer {index} (of 0..{depth - 1}); "
-                "a mean-pooled model has no [CLS] token")
-    return f"{what}; rollout over all {depth} layers ({framework}; each map scaled to its own range)"
+        what = f"{readout(config)} in layer {index} (of 0..{depth - 1}); rollout over all {depth} layers"
+        if config.pool == "mean" and not config.has_class_token:
+            what += "; a mean-pooled model has no [CLS] token"
+        elif config.pool == "mean":
+            what += "; the [CLS] token beside mean pooling feeds nothing, so the maps follow the patch tokens"
+    return f"{what}{left_out(config)} ({framework}; each map scaled to its own range)"
 
 
 def row_titles(rows: Sequence[str], probabilities: np.ndarray, names: Sequence[str] | None,

@@ -74,8 +74,8 @@ def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
         image = axes[r, 0].imshow(mosaic(similarity, gap=gap), cmap="viridis",
                                   vmin=float(similarity.min()), vmax=1, interpolation="nearest")
         gh, gw = config.grid
-        axes[r, 0].set_title(f"{name}: {config.pos_embed} position embedding\ncosine similarity of each position's "
-                             f"embedding\nwith every other's (one {gh}x{gw} map per position)", fontsize=8)
+        axes[r, 0].set_title(f"{name}: {config.pos_embed} position embedding{table_note(config)}\ncosine similarity of "
+                             f"each position's embedding\nwith every other's (one {gh}x{gw} map per position)", fontsize=8)
         fig.colorbar(image, ax=axes[r, 0], fraction=0.046, pad=0.02)
         tiles = filter_tiles(model.components)
         grey = tiles.ndim == 2
@@ -90,6 +90,14 @@ def draw(out: str | Path, models: Sequence[Embeddings]) -> None:
     fig.tight_layout()
     fig.set_size_inches(width / DPI, height / DPI)
     save(fig, out, dpi=DPI)  # the format of out's suffix, atomically
+
+
+def table_note(config: ViTConfig) -> str:
+    """What the figure leaves out of the position table, in words ("" for a standard model's [CLS] slot)."""
+    if not config.pos_embed_covers_prefix:
+        return " (patches only)" if config.num_prefix_tokens else ""
+    extra = config.num_prefix_tokens - int(config.has_class_token)
+    return f" ({config.num_prefix_tokens} prefix slots left out)" if extra else ""
 
 
 def locality(similarity: np.ndarray) -> tuple[float, float]:

@@ -1,7 +1,14 @@
 """What a ViT attends to, from its attention probabilities (numpy, either twin's): per-head maps and rollout.
 
-Each layer's probabilities are (B, heads, T, T), rows are queries and sum to one; tokens are the
-[CLS] token (pool="cls") followed by the patches in row-major grid order.
+Each layer's probabilities are (B, heads, T, T), rows are queries and sum to one; tokens are the prefix tokens
+([CLS], the distillation token, the registers: config.num_prefix_tokens, timm's order) followed by the patches in
+row-major grid order. Maps are over the patches only: the prefix tokens' columns are left out.
+
+Which rows a map reads is what the pooled vector reads (readout_rows): pool="cls" the [CLS] row (distilled: the
+mean of the [CLS] and distillation rows, which the model averages), pool="mean" (with or without a [CLS] token) the
+mean of the patch rows, pool="map" the MAP head's own attention over the patches (its latent query, `pool`).
+Rollout keeps every token in its rows and columns (the math of the whole residual stream), and the same readout
+is taken of it; for MAP the pooling attention weights the rolled-out patch rows.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ class Attention:
 
     logits: np.ndarray
     layers: list[np.ndarray]
+    pool: np.ndarray | None = None  # pool="map": the MAP head's attention, (B, heads, 1, patches)
 
 
 def rollout(attentions: Sequence[np.ndarray]) -> np.ndarray:
@@ -42,19 +50,48 @@ def rollout(attentions: Sequence[np.ndarray]) -> np.ndarray:
     return joint
 
 
-def pooled_relevance(attention: np.ndarray, config: ViTConfig) -> np.ndarray:
+def readout(config: ViTConfig) -> str:
+    """What the maps of `config` read, in words (for titles): see the module's docstring."""
+    if config.pool == "map":
+        return "the MAP head's attention (its latent query) over the patches"
+    if config.pool == "cls":
+        if config.distilled:
+            return "the mean of the [CLS] and distillation tokens' attention to the patches"
+        return "the [CLS] token's attention to the patches"
+    # mean (and "none", which returns every token): the patch tokens the pooled vector averages
+    if config.num_prefix_tokens:
+        return "the mean attention each patch receives from the patch tokens"
+    return "the mean attention each patch receives"
+
+
+def pooled_relevance(attention: np.ndarray, config: ViTConfig, pool_attention: np.ndarray | None = None) -> np.ndarray:
     """How much the pooled representation draws on each patch, as a (..., grid_h, grid_w) map.
 
-    `attention` is (..., T, T) (one layer's, per head or averaged, or a rollout). pool="cls": the [CLS]
-    token's row, over the patches. pool="mean" has no [CLS] token: the pooled vector is the mean of all
-    tokens, so a patch's share is the attention it receives, averaged over the rows (queries).
+    `attention` is (..., T, T) over all tokens (one layer's, per head or averaged, or a rollout); only the patch
+    columns are read. pool="cls": the [CLS] row (distilled: the mean of the [CLS] and distillation rows).
+    pool="mean": the mean of the patch rows (the tokens the pooled vector averages; a [CLS] token beside mean
+    pooling feeds nothing after the last layer). pool="map": `pool_attention` (..., patches), the MAP head's
+    attention averaged over its heads, weighting the patch rows.
     """
     attention = np.asarray(attention)
-    if config.pool == "cls":
-        weights = attention[..., 0, config.num_prefix_tokens:]
+    p = config.num_prefix_tokens
+    if attention.shape[-1] != config.num_tokens:
+        raise ValueError(f"attention over {attention.shape[-1]} tokens, but the model has {config.num_tokens}")
+    if config.pool == "map":
+        if pool_attention is None:
+            raise ValueError("a MAP-pooled model's relevance needs its pooling attention (the 'attn_pool' intermediate)")
+        weights = np.einsum("...n,...nk->...k", np.asarray(pool_attention, np.float64), attention[..., p:, p:])
+    elif config.pool == "cls":
+        weights = attention[..., : 1 + int(config.distilled), p:].mean(axis=-2)
     else:
-        weights = attention.mean(axis=-2)
+        weights = attention[..., p:, p:].mean(axis=-2)
     return weights.reshape(*weights.shape[:-1], *config.grid)
+
+
+def pooling_maps(pool: np.ndarray, config: ViTConfig) -> np.ndarray:
+    """The MAP head's attention (..., 1, patches) as (..., grid_h, grid_w) maps."""
+    pool = np.asarray(pool)[..., 0, :]
+    return pool.reshape(*pool.shape[:-1], *config.grid)
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:

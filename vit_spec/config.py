@@ -346,13 +346,16 @@ class ViTConfig:
     def replace(self, **changes: Any) -> "ViTConfig":
         return dataclasses.replace(self, **changes)
 
+    def features(self) -> dict[str, Any]:
+        """The architecture features (FEATURE_FIELDS) this config sets away from the standard ViT's defaults."""
+        return {name: getattr(self, name) for name in FEATURE_FIELDS if getattr(self, name) != _DEFAULTS[name]}
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, except the architecture features still at their defaults: a standard ViT's dict (and file
         metadata) is the one written before those features existed, readable by earlier versions."""
         out = dataclasses.asdict(self)
-        for name in FEATURE_FIELDS:
-            if out[name] == _DEFAULTS[name]:
-                del out[name]
+        for name in set(FEATURE_FIELDS) - set(self.features()):
+            del out[name]
         for name in ("image_size", "patch_size", "image_mean", "image_std"):
             if isinstance(out[name], tuple):
                 out[name] = list(out[name])
@@ -380,7 +383,8 @@ class ViTConfig:
         return cls.from_dict(data)
 
 
-# The fields added for timm's architecture features (issue 20): left out of to_dict() at their defaults.
+# The fields of timm's architecture features (layer scale, registers, MAP pooling, ...): left out of to_dict() at
+# their defaults.
 FEATURE_FIELDS = (
     "layer_scale_init", "class_token", "reg_tokens", "pos_embed_covers_prefix", "final_norm", "pre_norm", "patch_bias",
     "activation", "mlp", "mlp_norm", "norm", "qk_norm", "distilled",

@@ -15,7 +15,9 @@ from vit_spec.layout import WeightsError, sincos_2d
 
 
 def patch_position_embeddings(weights: Mapping[str, np.ndarray], config: ViTConfig) -> np.ndarray:
-    """(grid_h * grid_w, D): the patches' rows of the position embedding (the [CLS] slot dropped).
+    """(grid_h * grid_w, D): the patches' rows of the position embedding (the prefix tokens' slots dropped where
+    the table has them: [CLS], distillation token, registers; pos_embed_covers_prefix=False tables cover the
+    patches only).
 
     A sin-cos model's table is computed from its config where a file does not hold it.
     """
@@ -25,9 +27,11 @@ def patch_position_embeddings(weights: Mapping[str, np.ndarray], config: ViTConf
             raise WeightsError("the weights hold no 'pos_embed' and the model's position embedding is learned")
         table = sincos_2d(config)
     table = np.asarray(table, np.float64).reshape(-1, config.width)
-    if table.shape[0] != config.num_tokens:
-        raise WeightsError(f"pos_embed has {table.shape[0]} rows, the model {config.num_tokens} tokens")
-    return table[config.num_prefix_tokens:]
+    rows = config.num_pos_embed_tokens
+    if table.shape[0] != rows:
+        covers = "every token" if config.pos_embed_covers_prefix else "the patches only"
+        raise WeightsError(f"pos_embed has {table.shape[0]} rows, the model's table {rows} ({covers})")
+    return table[rows - config.num_patches:]
 
 
 def position_similarity(weights: Mapping[str, np.ndarray], config: ViTConfig) -> np.ndarray:

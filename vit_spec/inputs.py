@@ -61,3 +61,20 @@ EXPORT_INPUT_DOC = "float32 images, {layout} (batch, {dims}), normalised as (pix
 
 class ExportError(ValueError):
     """An export that failed its check, or that cannot be made."""
+
+
+def check_has_logits(config: ViTConfig, source: object, what: str) -> None:
+    """Refuses a model without logits where a class is needed (`vit predict`, `vit eval`), naming why.
+
+    Args:
+        config: the model's config; source: its file, for the message; what: the action, e.g. "predict".
+    """
+    from vit_spec.layout import WeightsError
+
+    if config.pool == "none":
+        raise WeightsError(f"{source} is a pool='none' model: it returns every token, not logits, so there are no "
+                           f"classes to {what}; `vit features` gives its tokens")
+    if not config.num_classes:
+        raise WeightsError(f"{source} has no classification head (num_classes 0): there are no classes to {what}; "
+                           "fine-tune it into a classifier first (vit train --init-from), or take its pooled features "
+                           "with `vit features`")

@@ -1,11 +1,13 @@
 """Loading a checkpoint for another image size or another set of classes.
 
-- Image size: a learned position table is resampled over the patch grid (the [CLS] slot kept), with
+- Image size: a learned position table is resampled over the patch grid (the prefix tokens' slots kept: [CLS],
+  distillation token, registers; none where the table covers the patches only), with
   vit_spec.resample, which matches timm's resample_abs_pos_embed for the same mode and antialias
   (default bicubic with antialias, align_corners=False, as timm's default). A sincos2d table is
   recomputed for the new grid. The patch size never changes.
-- Classes: a new class count drops the head ("head.weight", "head.bias" are then absent from the
-  state dict: the caller initialises them, e.g. with init_head). The pre-logits layer
+- Classes: a new class count drops the head ("head.weight", "head.bias", and a distilled model's "head_dist.*" are
+  then absent from the state dict: the caller initialises them, e.g. with init_head). A MAP head (attn_pool.*) is
+  pooling, not the head: it is kept. The pre-logits layer
   (representation_size) is kept unless keep_representation=False, which drops it and so also needs
   a new head (the head reads a different vector then).
 """
@@ -23,7 +25,7 @@ from vit_spec.formats.errors import FormatError
 from vit_spec.layout import param_shapes, sincos_2d
 from vit_spec.resample import MODES, resample_pos_embed
 
-HEAD_PARAMS = ("head.weight", "head.bias")
+HEAD_PARAMS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 
 
 def _replace(config: ViTConfig, **changes) -> ViTConfig:
@@ -53,7 +55,8 @@ def change_image_size(
         note = f"image size {old.image_hw} -> {new.image_hw}: the sin-cos position table was recomputed for the {new.grid} grid"
     else:
         sd["pos_embed"] = resample_pos_embed(
-            sd["pos_embed"], new.grid, old.grid, old.num_prefix_tokens, mode=resample, antialias=antialias
+            sd["pos_embed"], new.grid, old.grid, old.num_pos_embed_tokens - old.num_patches, mode=resample,
+            antialias=antialias,
         )
         note = (
             f"image size {old.image_hw} -> {new.image_hw}: pos_embed resampled from a {old.grid} to a {new.grid} grid "
@@ -82,7 +85,8 @@ def change_head(checkpoint: Checkpoint, num_classes: int | None = None, keep_rep
         sd.pop(name, None)
     new = _replace(old, **changes)
     if num_classes:
-        notes.append(f"new head: {old.num_classes} -> {num_classes} classes, reading {new.features_dim} features (new weights)")
+        heads = "both heads (head, head_dist)" if new.distilled else "new head"
+        notes.append(f"{heads}: {old.num_classes} -> {num_classes} classes, reading {new.features_dim} features (new weights)")
     else:
         notes.append(f"head removed (num_classes=0): the model outputs its {new.features_dim} features")
     return dataclasses.replace(checkpoint, config=new, state_dict=sd, notes=notes)
@@ -112,6 +116,7 @@ def init_head(config: ViTConfig, seed: int | None = None, dtype: np.dtype | str 
 
     seed None: zeros (Google's fine-tuning init, jax_vit's head default). A seed: weights drawn from
     normal(0, 0.02) (timm's trunc_normal_(std=0.02), whose +-2 bounds never bind at that std), zero bias.
+    A distilled model gets both heads (head_dist drawn after head).
     """
     if not config.num_classes:
         return {}
@@ -119,5 +124,10 @@ def init_head(config: ViTConfig, seed: int | None = None, dtype: np.dtype | str 
     if seed is None:
         weight = np.zeros(shape, dtype)
     else:
-        weight = (0.02 * np.random.default_rng(seed).standard_normal(shape)).astype(dtype)
-    return {"head.weight": weight, "head.bias": np.zeros((config.num_classes,), dtype)}
+        rng = np.random.default_rng(seed)
+        weight = (0.02 * rng.standard_normal(shape)).astype(dtype)
+    out = {"head.weight": weight, "head.bias": np.zeros((config.num_classes,), dtype)}
+    if config.distilled:
+        dist = np.zeros(shape, dtype) if seed is None else (0.02 * rng.standard_normal(shape)).astype(dtype)
+        out.update({"head_dist.weight": dist, "head_dist.bias": np.zeros((config.num_classes,), dtype)})
+    return out

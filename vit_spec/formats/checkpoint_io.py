@@ -2,7 +2,7 @@
 
 Formats:
     vit         this project's .safetensors (weights + ViTConfig in the metadata)      read, write
-    timm        timm VisionTransformer state dict (.safetensors, .pth, .pt, .bin)      read, write (.safetensors)
+    timm        timm VisionTransformer(Distilled) state dict (.safetensors, .pth, .bin) read, write (.safetensors)
     hf          Hugging Face ViTModel / ViTForImageClassification: a model directory,
                 or a state-dict file                                                 read, write (a directory)
     npz         google-research/vision_transformer .npz                               read, write
@@ -34,7 +34,7 @@ from vit_spec.layout import check_finite
 from vit_spec.weights_file import FORMAT_NAME, save_weights
 
 FORMATS = ("vit", "timm", "hf", "npz", "big_vision")
-WRITABLE_FORMATS = ("vit", "timm", "hf", "npz")
+WRITABLE_FORMATS = ("vit", "timm", "hf", "npz", "big_vision")
 _DESCRIPTION = {
     "vit": "this project's .safetensors",
     "timm": "a timm VisionTransformer state dict",
@@ -109,7 +109,7 @@ def read_checkpoint(
         image_size: the image size to read a big_vision sincos2d checkpoint at (it records none); else unused
             here (resizing is adapt_checkpoint's).
         overrides: values for fields the source does not record (gelu, layer_norm_eps, image_mean,
-            image_std); contradicting a recorded value is an error.
+            image_std; activation, for a timm state dict); contradicting a recorded value is an error.
         flags: the calling command's names for variant, heads, source_image_size, ..., which messages that ask
             for them name (default `vit convert`'s; `vit train --init-from` has its own).
     """
@@ -121,6 +121,8 @@ def read_checkpoint(
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     source = str(path)
+    overrides = dict(overrides or {})
+    activation = overrides.pop("activation", None)
     if path.is_dir():
         if fmt not in (None, "hf"):
             raise FormatError(f"{path} is a directory; only the hf format is a directory (--from {fmt} needs a file)")
@@ -141,7 +143,8 @@ def read_checkpoint(
             checkpoint = _read_vit(arrays, metadata, source)
         elif found == "timm":
             checkpoint = timm.from_timm(
-                arrays, metadata, source, variant=variant, heads=heads, source_image_size=source_image_size, flags=flags
+                arrays, metadata, source, variant=variant, heads=heads, source_image_size=source_image_size, flags=flags,
+                activation=activation,
             )
         elif found == "hf":
             checkpoint = hf.read_hf(
@@ -166,6 +169,9 @@ def read_checkpoint(
     if checkpoint.fmt == "vit" and source_image_size:
         checkpoint.notes.append(f"{flags.source_image_size or 'source_image_size'} ignored: this project's files "
                                 "record their image size")
+    if activation is not None and checkpoint.fmt != "timm" and activation != checkpoint.config.activation:
+        raise FormatError(f"{source} records activation={checkpoint.config.activation!r} ({_DESCRIPTION[checkpoint.fmt]}); "
+                          "--activation is for timm state dicts, which do not record it")
     if pool_type is not None and checkpoint.fmt != "big_vision":
         raise FormatError(f"--pool-type is for big_vision checkpoints; {path} is {_DESCRIPTION[checkpoint.fmt]}")
     return apply_overrides(checkpoint, overrides, source)
@@ -196,7 +202,7 @@ def write_checkpoint(
         raise FormatError(f"the checkpoint lacks {missing}: initialise the new head first (vit_spec.formats.init_head)")
     check_layout(checkpoint.config, checkpoint.state_dict, "the checkpoint to write")
     suffix = path.suffix.lower()
-    wanted = {"vit": ".safetensors", "timm": ".safetensors", "npz": ".npz"}
+    wanted = {"vit": ".safetensors", "timm": ".safetensors", "npz": ".npz", "big_vision": ".npz"}
     if fmt in wanted and suffix != wanted[fmt]:
         extra = " (timm reads .safetensors: safetensors.torch.load_file)" if fmt == "timm" else ""
         raise FormatError(f"--to {fmt} writes a {wanted[fmt]} file, but the destination is {path}{extra}")
@@ -211,6 +217,10 @@ def write_checkpoint(
         return notes
     if fmt == "hf":
         return hf.write_hf(path, checkpoint)
+    if fmt == "big_vision":
+        arrays, notes = big_vision.to_big_vision(checkpoint, accept_mismatch=accept_mismatch)
+        write_npz(path, arrays)
+        return notes
     arrays, notes = google_npz.to_google(checkpoint, accept_mismatch=accept_mismatch)
     write_npz(path, arrays)
     return notes

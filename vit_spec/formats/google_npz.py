@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vit_spec.config import ViTConfig
 from vit_spec.formats.checkpoint import Checkpoint, build_config, check_layout, layout_fields
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.formats.flags import CONVERT_FLAGS, Flags
@@ -232,6 +233,17 @@ def from_google(
     return Checkpoint(config, sd, "npz", assumed, notes)
 
 
+def npz_mismatches(config: ViTConfig, reader: str) -> list[str]:
+    """What `config` computes that Google's npz readers (`reader`: Google's code, big_vision) would not: they
+    compute the tanh GELU with LayerNorm eps 1e-6, and an npz cannot say otherwise."""
+    mismatches = []
+    if config.gelu != "tanh":
+        mismatches.append(f"GELU {config.gelu!r} ({reader}: 'tanh')")
+    if config.layer_norm_eps != 1e-6:
+        mismatches.append(f"LayerNorm eps {config.layer_norm_eps:g} ({reader}: 1e-6)")
+    return mismatches
+
+
 def to_google(checkpoint: Checkpoint, accept_mismatch: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
     """Checkpoint -> (google-research/vision_transformer npz arrays, sorted by key; notes).
 
@@ -240,11 +252,14 @@ def to_google(checkpoint: Checkpoint, accept_mismatch: bool = False) -> tuple[di
     """
     config, sd = checkpoint.config, checkpoint.state_dict
     notes: list[str] = []
-    mismatches = []
-    if config.gelu != "tanh":
-        mismatches.append(f"GELU {config.gelu!r} (Google's code: 'tanh')")
-    if config.layer_norm_eps != 1e-6:
-        mismatches.append(f"LayerNorm eps {config.layer_norm_eps:g} (Google's code: 1e-6)")
+    other = [f"{f}={v!r}" for f, v in config.features().items() if f != "class_token"]
+    if other or config.pool in ("map", "none") or (config.pool == "mean" and config.has_class_token):
+        what = ", ".join(other) or (f"pool={config.pool!r}" if config.pool != "mean" else "mean pooling beside a [CLS] token")
+        raise UnsupportedModelError(
+            f"Google's vision_transformer (models_vit.py) cannot express {what}: it is a plain ViT with classifier "
+            "'token' or 'gap'" + (" (a MAP-pooled model is big_vision's: --to big_vision)" if config.pool == "map" else "")
+        )
+    mismatches = npz_mismatches(config, "Google's code")
     if mismatches:
         message = (
             f"this model computes {' and '.join(mismatches)}; the npz cannot record that, so Google's models_vit.py "

@@ -1,4 +1,5 @@
-"""Hugging Face transformers' ViT (`ViTModel`, `ViTForImageClassification`) <-> the shared layout.
+"""Hugging Face transformers' ViT (`ViTModel`, `ViTForImageClassification`) <-> the shared layout; the other
+families (DINOv2, SigLIP, CLIP, DeiT) are in hf_families.py, reached through read_hf and to_hf here.
 
 Differences handled here:
 - q, k and v are separate Linear layers in HF, one fused (3*D, D) `qkv` in the shared layout
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+import vit_spec.formats.hf_families as families
 from vit_spec.formats.checkpoint import Checkpoint
 from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.formats.tensor_files import read_tensor_file, write_json, write_safetensors
@@ -67,7 +69,15 @@ _PATCH_KEY = "embeddings.patch_embeddings.projection.weight"
 
 
 def is_hf_state_dict(arrays: Mapping[str, Any]) -> bool:
-    return _PATCH_KEY in arrays or f"vit.{_PATCH_KEY}" in arrays
+    return _PATCH_KEY in arrays or f"vit.{_PATCH_KEY}" in arrays or families.looks_like_family(arrays)
+
+
+def hf_architecture(config) -> str:
+    """The transformers class `vit convert --to hf` writes `config` as (raises UnsupportedModelError if none)."""
+    arch, why = families.architecture_for(config)
+    if arch is None:
+        raise UnsupportedModelError(f"no Hugging Face class computes this model: {why}")
+    return arch or ("ViTForImageClassification" if config.num_classes else "ViTModel")
 
 
 def gelu_from_hidden_act(act: str, source: str) -> str:
@@ -146,7 +156,8 @@ def from_hf(
         model_type = hf_config.get("model_type")
         if model_type != "vit":
             raise UnsupportedModelError(
-                f"{source}: config.json has model_type={model_type!r}; only 'vit' (ViTModel, ViTForImageClassification) is supported"
+                f"{source}: config.json has model_type={model_type!r}; this reader takes 'vit' (ViTModel, "
+                f"ViTForImageClassification); {', '.join(sorted(families.MODEL_TYPES))} are read from a model directory"
             )
         if hf_config.get("pooler_act", "tanh") != "tanh" and "pre_logits.fc.weight" in shared:
             raise UnsupportedModelError(f"{source}: pooler_act={hf_config['pooler_act']!r}; only tanh is supported")
@@ -317,13 +328,26 @@ def read_hf(
     hf_config = None
     if (folder / "config.json").is_file():
         candidate = _read_json(folder / "config.json")
-        if path.is_dir() or candidate.get("model_type") == "vit":
+        if path.is_dir() or candidate.get("model_type") == "vit" or candidate.get("model_type") in families.MODEL_TYPES:
             hf_config = candidate
             if not path.is_dir():
                 notes.append(f"used {folder / 'config.json'} beside the weights")
     preprocessor = None
     if hf_config is not None and (folder / "preprocessor_config.json").is_file():
         preprocessor = _read_json(folder / "preprocessor_config.json")
+    if hf_config is not None and hf_config.get("model_type") in families.MODEL_TYPES:
+        checkpoint = families.from_hf_family(arrays, hf_config, preprocessor, str(path), _normalisation)
+        checkpoint.notes[:0] = notes
+        given = [f for f, v in ((flags.variant, variant), (flags.heads, heads), (flags.source_image_size, source_image_size))
+                 if v and f]
+        if given:
+            checkpoint.notes.append(f"{'/'.join(given)} ignored: config.json records the architecture")
+        return checkpoint
+    if hf_config is None and families.looks_like_family(arrays) and not (_PATCH_KEY in arrays or f"vit.{_PATCH_KEY}" in arrays):
+        raise FormatError(
+            f"{path} holds the tensors of a Hugging Face DINOv2/SigLIP/CLIP/DeiT model, whose architecture only its "
+            "config.json records: convert the model directory (with config.json)"
+        )
     checkpoint = from_hf(
         arrays, hf_config, preprocessor, str(path), variant=variant, heads=heads, source_image_size=source_image_size,
         flags=flags,
@@ -335,6 +359,12 @@ def read_hf(
 def to_hf(checkpoint: Checkpoint) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any], list[str]]:
     """Checkpoint -> (HF state dict, config.json, preprocessor_config.json, notes)."""
     config, sd = checkpoint.config, checkpoint.state_dict
+    arch = hf_architecture(config)
+    if not arch.startswith("ViT"):
+        arrays, hf_config, notes = families.to_hf_family(checkpoint, arch)
+        hf_config["torch_dtype"] = str(next(iter(sd.values())).dtype)
+        return arrays, hf_config, families.preprocessor_config(config), notes + [
+            f"written as a {arch}: load it with transformers.{arch}.from_pretrained (or AutoModel)"]
     notes: list[str] = []
     if config.pool != "cls":
         raise UnsupportedModelError(

@@ -1,11 +1,18 @@
-"""timm's `VisionTransformer` state dict <-> the shared layout.
+"""timm's `VisionTransformer` / `VisionTransformerDistilled` state dicts <-> the shared layout.
 
-The names and layouts are the shared layout itself, so the work is the config: a timm state dict
-records every size but the number of heads, and nothing of LayerNorm epsilon, GELU or input
-normalisation. Those come from `--variant` (this project's name or timm's), `--heads`, or, for
-files this project wrote, the "vit_timm" metadata; what is still unknown is assumed to be timm's
-default (eps 1e-6, exact GELU) and reported. timm models this project's ViT cannot compute (layer
-scale, qk-norm, register tokens, a MAP head, normalising after pooling, ...) are refused by name.
+The names and layouts are the shared layout itself, so the work is the config. A timm state dict shows every size
+but the number of heads, and each architecture feature that has tensors of its own: the [CLS] token, register
+tokens and their count, the distillation token and second head, layer scale (ls1/ls2 gammas), a MAP head
+(attn_pool.*), where the final norm sits (norm vs fc_norm, or neither), a norm before the blocks (norm_pre), a
+patch projection without bias, qk-norm (q_norm/k_norm), RMSNorm (norms without bias), a gated MLP (fc1_g/fc1_x, or
+an fc1 twice as wide as fc2 reads: packed), a norm inside the MLP (mlp.norm), and whether the position table has
+slots for the prefix tokens (its length against the patch grid). What it does not record (heads, the activation
+and GELU form, norm epsilon, whether a packed GLU is SwiGLU or GeGLU, mean vs [CLS] pooling where both fit, image
+size, input normalisation) comes from `--variant` (this project's name or any timm name: see variants.py), the
+flags, or for files this project wrote the "vit_timm" metadata (the whole config); what is still unknown is
+assumed to be timm's default and reported. Contradictions between the file and the name are refused naming both;
+timm models the twins cannot compute (hybrid CNN stems, parallel blocks, differential attention, a norm on the
+patch embeddings or the attention output, ...) are refused with the reason.
 """
 
 from __future__ import annotations
@@ -23,23 +30,22 @@ from vit_spec.formats.errors import FormatError, UnsupportedModelError
 from vit_spec.formats.flags import CONVERT_FLAGS, Flags
 from vit_spec.formats.variants import IMAGENET_MEAN_STD, at_image_size, resolve_variant
 
-METADATA_KEY = "vit_timm"  # JSON with the VisionTransformer kwargs and the facts timm's kwargs cannot carry
+METADATA_KEY = "vit_timm"  # JSON: {"config": the ViTConfig dict, "constructor": the timm class and kwargs}
 
 # Keys of timm models that compute something this project's ViT does not, and what each means.
 _UNSUPPORTED = (
-    (r"fc_norm\.", "normalises after pooling (fc_norm, timm's default for global_pool='avg'), while this project's "
-                   "mean pooling normalises every token first (timm's fc_norm=False)"),
-    (r"norm_pre\.", "has a LayerNorm before the blocks (pre_norm, as CLIP)"),
-    (r"reg_token$", "has register tokens"),
-    (r"dist_token$|head_dist\.", "has a distillation token (DeiT)"),
-    (r"blocks\.\d+\.ls\d\.", "uses layer scale (init_values)"),
-    (r"blocks\.\d+\.attn\.[qk]_norm\.", "normalises queries and keys (qk_norm)"),
-    (r"blocks\.\d+\.attn\.norm\.|blocks\.\d+\.mlp\.norm\.", "has norms inside attention or the MLP"),
-    (r"blocks\.\d+\.mlp\.(fc1_g|fc1_x|w12|w3)\.", "has a gated MLP (SwiGLU)"),
-    (r"attn_pool\.", "pools with attention (a MAP head, global_pool='map')"),
-    (r"patch_embed\.backbone\.", "is a hybrid with a CNN stem"),
+    (r"patch_embed\.backbone\.", "is a hybrid with a CNN stem (HybridEmbed)"),
+    (r"patch_embed\.norm\.", "norms the patch embeddings (embed_norm_layer, as AIMv2)"),
+    (r"blocks\.\d+\.(in_proj|in_norm|attn_out_proj|mlp_out_proj)\.", "has parallel attention and MLP blocks (ParallelScalingBlock)"),
+    (r"blocks\.\d+\.(attns|ffns)\.", "has parallel attention and MLP blocks (ParallelThingsBlock)"),
+    (r"blocks\.\d+\.attn\.(lambda_|sub_norm)", "has differential attention (DiffAttention)"),
+    (r"blocks\.\d+\.attn\.norm\.", "norms the attention output before its projection (scale_attn_norm, as BEiT-3)"),
+    (r"blocks\.\d+\.attn\.relative_position", "has relative position biases (BEiT)"),
+    (r"blocks\.\d+\.gamma_\d", "is a BEiT (gamma_1/gamma_2 layer scale, relative positions)"),
+    (r"(blocks\.\d+\.attn\.)?rope|.*freqs", "has rotary position embeddings (rope)"),
+    (r"attn_pool\.(pos_embed|q_norm|k_norm)", "pools with an attention pool other than VisionTransformer's MAP head"),
 )
-_VIT_KEYS = ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight")
+_VIT_KEYS = ("patch_embed.proj.weight", "blocks.0.")
 # What a bare timm state dict leaves out, and what timm's VisionTransformer uses when not told.
 TIMM_DEFAULTS = {
     "layer_norm_eps": (1e-6, "not recorded in a timm state dict; timm's default"),
@@ -47,10 +53,17 @@ TIMM_DEFAULTS = {
     "image_mean": (IMAGENET_MEAN_STD[0], "not recorded in a timm state dict; ImageNet's (timm's IMAGENET_DEFAULT_MEAN)"),
     "image_std": (IMAGENET_MEAN_STD[1], "not recorded in a timm state dict; ImageNet's (timm's IMAGENET_DEFAULT_STD)"),
 }
+# Architecture facts the tensors decide, in the order contradictions with a name are listed.
+_DECIDED = ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias", "class_token", "reg_tokens", "distilled",
+            "layer_scale", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm", "mlp_kind", "map_pool")
+_MLP_KIND = {"plain": "plain", "swiglu": "separate gated (fc1_g, fc1_x)", "swiglu_packed": "packed gated",
+             "geglu": "packed gated"}
 
 
-def is_timm_state_dict(arrays: Mapping[str, np.ndarray]) -> bool:
-    return all(k in arrays for k in _VIT_KEYS)
+def is_timm_state_dict(arrays: Mapping[str, Any]) -> bool:
+    """timm's names: a patch embedding (a projection, or a hybrid's CNN stem, refused later) and blocks.N."""
+    embed = "patch_embed.proj.weight" in arrays or any(k.startswith("patch_embed.backbone.") for k in arrays)
+    return embed and any(k.startswith("blocks.0.") for k in arrays)
 
 
 def describe_keys(arrays: Mapping[str, Any], n: int = 6) -> str:
@@ -60,20 +73,26 @@ def describe_keys(arrays: Mapping[str, Any], n: int = 6) -> str:
 
 
 def _refuse_unsupported(arrays: Mapping[str, np.ndarray], source: str) -> None:
+    def refuse(what: str, key: str = "") -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{source} is a timm model that {what}{f' ({key!r})' if key else ''}; this project's ViT cannot compute that"
+        )
+
     for pattern, what in _UNSUPPORTED:
         found = [k for k in arrays if re.match(pattern, k)]
         if found:
-            raise UnsupportedModelError(
-                f"{source} is a timm model that {what} ({found[0]!r}); this project's ViT cannot compute that"
-            )
+            raise refuse(what, found[0])
+    if "attn_pool.latent" in arrays and _shape(arrays, "attn_pool.latent")[1] != 1:
+        raise refuse(f"pools with {_shape(arrays, 'attn_pool.latent')[1]} latent queries (latent_len > 1)", "attn_pool.latent")
+    if any(k.startswith("attn_pool.") for k in arrays) and "attn_pool.latent" not in arrays:
+        raise refuse("pools with an attention pool other than VisionTransformer's MAP head (AttentionPoolPrr?)")
     for name, what in (
         ("pos_embed", "has no position embedding (pos_embed='none')"),
-        ("patch_embed.proj.bias", "has a patch embedding without bias (pre_norm, as CLIP)"),
+        ("blocks.0.attn.qkv.weight", "has no fused qkv projection in its blocks"),
         ("blocks.0.attn.proj.bias", "has an attention projection without bias (proj_bias=False)"),
-        ("norm.weight", "has no final norm (final_norm=False or fc_norm)"),
     ):
         if name not in arrays:
-            raise UnsupportedModelError(f"{source} is a timm model that {what}; this project's ViT cannot compute that")
+            raise refuse(what)
 
 
 def _shape(arrays: Mapping[str, np.ndarray], name: str) -> tuple[int, ...]:
@@ -81,8 +100,96 @@ def _shape(arrays: Mapping[str, np.ndarray], name: str) -> tuple[int, ...]:
 
 
 def _square(n: int) -> int | None:
-    side = math.isqrt(max(n, 0))
+    if n <= 0:
+        return None
+    side = math.isqrt(n)
     return side if side * side == n else None
+
+
+def tensor_fields(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The architecture facts a shared-layout (timm-named) state dict decides by its tensors (_DECIDED, plus
+    num_classes and representation_size), and for each the tensors that show it (for messages)."""
+    proj = _shape(arrays, "patch_embed.proj.weight")
+    if len(proj) != 4:
+        raise FormatError(
+            f"{source}: patch_embed.proj.weight has shape {proj}; a Conv2d weight (width, channels, kh, kw) was expected"
+        )
+    width, channels, ph, pw = proj
+    depth = 0
+    while f"blocks.{depth}.attn.qkv.weight" in arrays:
+        depth += 1
+    p = "blocks.0.mlp."
+    if p + "fc2.weight" not in arrays:
+        raise FormatError(f"{source}: blocks.0.mlp.fc2.weight is missing; found {describe_keys(arrays)}")
+    mlp_dim = _shape(arrays, p + "fc2.weight")[1]
+    if p + "fc1_g.weight" in arrays:
+        mlp_kind, mlp_evidence = "swiglu", "blocks.0.mlp.fc1_g and fc1_x"
+    elif p + "fc1.weight" in arrays:
+        fc1 = _shape(arrays, p + "fc1.weight")[0]
+        if fc1 == mlp_dim:
+            mlp_kind = "plain"
+        elif fc1 == 2 * mlp_dim:
+            mlp_kind = "swiglu_packed"  # or geglu: the activation decides
+        else:
+            raise FormatError(f"{source}: blocks.0.mlp.fc1 has {fc1} outputs but fc2 reads {mlp_dim}: neither a plain MLP "
+                              "nor a packed gated one (twice as many)")
+        mlp_evidence = f"blocks.0.mlp.fc1 has {fc1} outputs, fc2 reads {mlp_dim}"
+    else:
+        raise FormatError(f"{source}: blocks.0.mlp.fc1.weight is missing; found {describe_keys(arrays)}")
+    final_norm = "pooled" if "fc_norm.weight" in arrays else "tokens" if "norm.weight" in arrays else "none"
+    fields: dict[str, Any] = dict(
+        width=width, depth=depth, mlp_dim=mlp_dim, patch_size=ph if ph == pw else (ph, pw), channels=channels,
+        qkv_bias="blocks.0.attn.qkv.bias" in arrays,
+        class_token="cls_token" in arrays,
+        reg_tokens=_shape(arrays, "reg_token")[1] if "reg_token" in arrays else 0,
+        distilled="dist_token" in arrays,
+        layer_scale="blocks.0.ls1.gamma" in arrays,
+        final_norm=final_norm,
+        pre_norm="norm_pre.weight" in arrays,
+        patch_bias="patch_embed.proj.bias" in arrays,
+        norm="layer" if "blocks.0.norm1.bias" in arrays else "rms",
+        qk_norm="blocks.0.attn.q_norm.weight" in arrays,
+        mlp_norm="blocks.0.mlp.norm.weight" in arrays,
+        mlp_kind=_MLP_KIND[mlp_kind],
+        map_pool="attn_pool.latent" in arrays,
+        num_classes=_shape(arrays, "head.weight")[0] if "head.weight" in arrays else 0,
+        representation_size=_shape(arrays, "pre_logits.fc.weight")[0] if "pre_logits.fc.weight" in arrays else None,
+    )
+    fields["_mlp"] = mlp_kind
+
+    def has(name: str, what: str) -> str:
+        return f"{what} {'present' if name in arrays else 'absent'}"
+
+    evidence = dict(
+        width=f"patch_embed.proj.weight has shape {proj}", patch_size=f"patch_embed.proj.weight has shape {proj}",
+        channels=f"patch_embed.proj.weight has shape {proj}", depth=f"blocks.0 to blocks.{depth - 1}",
+        mlp_dim=f"blocks.0.mlp.fc2.weight has shape {_shape(arrays, p + 'fc2.weight')}",
+        qkv_bias=has("blocks.0.attn.qkv.bias", "qkv.bias"), class_token=has("cls_token", "cls_token"),
+        reg_tokens=f"reg_token {_shape(arrays, 'reg_token') if 'reg_token' in arrays else 'absent'}",
+        distilled=has("dist_token", "dist_token"), layer_scale=has("blocks.0.ls1.gamma", "blocks.0.ls1.gamma"),
+        final_norm=f"{'fc_norm' if final_norm == 'pooled' else 'norm' if final_norm == 'tokens' else 'neither norm nor fc_norm'}",
+        pre_norm=has("norm_pre.weight", "norm_pre"), patch_bias=has("patch_embed.proj.bias", "patch_embed.proj.bias"),
+        norm=has("blocks.0.norm1.bias", "blocks.0.norm1.bias"), qk_norm=has("blocks.0.attn.q_norm.weight", "attn.q_norm"),
+        mlp_norm=has("blocks.0.mlp.norm.weight", "mlp.norm"), mlp_kind=mlp_evidence,
+        map_pool=has("attn_pool.latent", "attn_pool.*"),
+    )
+    return fields, evidence
+
+
+def _name_facts(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A name's fields as the _DECIDED facts, for those it fixes."""
+    facts = {k: fields[k] for k in ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias", "reg_tokens",
+                                    "distilled", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm")
+             if k in fields}
+    if "class_token" in fields:
+        facts["class_token"] = fields["class_token"] if fields["class_token"] is not None else fields.get("pool") == "cls"
+    if "layer_scale_init" in fields:
+        facts["layer_scale"] = fields["layer_scale_init"] is not None
+    if "mlp" in fields:
+        facts["mlp_kind"] = _MLP_KIND[fields["mlp"]]
+    if "pool" in fields:
+        facts["map_pool"] = fields["pool"] == "map"
+    return facts
 
 
 def config_from_shared_layout(
@@ -95,53 +202,33 @@ def config_from_shared_layout(
     known: Mapping[str, Any] | None = None,
     defaults: Mapping[str, tuple[Any, str]] | None = None,
     flags: Flags = CONVERT_FLAGS,
+    activation: str | None = None,
 ) -> tuple[ViTConfig, dict[str, np.ndarray], dict[str, str], list[str], dict[str, str]]:
-    """The config of a shared-layout (timm-named) state dict, from its shapes plus what is given.
+    """The config of a shared-layout (timm-named) state dict, from its tensors plus what is given.
 
     Args:
         arrays: the state dict, timm names.
         source: how to name the file in messages.
-        variant: --variant; every size it fixes must match the tensors. A name's image size (timm's names
+        variant: --variant; every fact the tensors decide must match it. A name's image size (timm's names
             have one) is where it was pretrained: --source-image-size, or a size the source records, replaces it.
         heads: --heads, for models no variant describes.
         source_image_size: --source-image-size, the image size the position table was trained for,
             needed only when its grid is not square (a state dict does not record it) or not the variant's.
-        known: fields the source records elsewhere (e.g. Hugging Face's config.json, our timm metadata);
-            these are not "assumed".
+        known: fields the source records elsewhere (e.g. Hugging Face's config.json); these are not "assumed".
         defaults: field -> (value, why) for ASSUMABLE_FIELDS neither known nor fixed by the variant;
             timm's defaults where not given.
         flags: the calling command's names for variant, heads and source_image_size, for the messages.
+        activation: --activation, the MLPs' nonlinearity where neither the file nor the variant says it.
 
     Returns:
-        (config, arrays, assumed, notes, given); arrays may gain a zero [CLS] position slot (no_embed_class);
-        `given`: Checkpoint.given, the architecture fields taken from variant, heads or source_image_size.
+        (config, arrays, assumed, notes, given); `given`: Checkpoint.given, the architecture fields taken from
+        variant, heads or source_image_size.
     """
     known = dict(known or {})
     _refuse_unsupported(arrays, source)
-    proj = _shape(arrays, "patch_embed.proj.weight")
-    if len(proj) != 4:
-        raise FormatError(
-            f"{source}: patch_embed.proj.weight has shape {proj}; a Conv2d weight (width, channels, kh, kw) was expected"
-        )
-    width, channels, ph, pw = proj
-    depth = 0
-    while f"blocks.{depth}.attn.qkv.weight" in arrays:
-        depth += 1
-    mlp_dim = _shape(arrays, "blocks.0.mlp.fc1.weight")[0] if "blocks.0.mlp.fc1.weight" in arrays else None
-    if mlp_dim is None:
-        raise FormatError(f"{source}: blocks.0.mlp.fc1.weight is missing; found {describe_keys(arrays)}")
-    has_cls = "cls_token" in arrays
-    fields: dict[str, Any] = dict(
-        patch_size=ph if ph == pw else (ph, pw),
-        channels=channels,
-        width=width,
-        depth=depth,
-        mlp_dim=mlp_dim,
-        qkv_bias="blocks.0.attn.qkv.bias" in arrays,
-        pool="cls" if has_cls else "mean",
-        num_classes=_shape(arrays, "head.weight")[0] if "head.weight" in arrays else 0,
-        representation_size=_shape(arrays, "pre_logits.fc.weight")[0] if "pre_logits.fc.weight" in arrays else None,
-    )
+    decided, evidence = tensor_fields(arrays, source)
+    width = decided["width"]
+    ph, pw = (decided["patch_size"],) * 2 if isinstance(decided["patch_size"], int) else decided["patch_size"]
     assumed: dict[str, str] = {}
     notes: list[str] = []
 
@@ -150,12 +237,21 @@ def config_from_shared_layout(
     by_name = f"{flags.variant} {variant}"
     if variant:
         v = resolve_variant(variant, flags, source)
-        given.update(v.fields)
-        origin.update(dict.fromkeys(v.fields, by_name))
-        wrong = [n for n in ("width", "depth", "mlp_dim", "patch_size") if _norm(v.fields[n]) != _norm(fields[n])]
+        named = dict(v.fields)
+        sizes = ("width", "depth", "mlp_dim", "patch_size", "channels", "heads", "image_size")
+        if heads is not None and any(n in named and _norm(named[n]) != _norm(decided[n]) for n in sizes[:5]):
+            # --heads with a name of other sizes: the name's family (its features, activation, norms, ...) at the
+            # file's sizes.
+            named = {k: val for k, val in named.items() if k not in sizes}
+            notes.append(f"sizes from the file and {flags.heads} {heads}; the rest of the architecture from {variant}")
+        given.update(named)
+        origin.update(dict.fromkeys(named, by_name))
+        notes += list(v.notes)
+        facts = _name_facts(named)
+        wrong = [n for n in _DECIDED if n in facts and _norm(facts[n]) != _norm(decided[n])]
         if wrong:
-            found = "; ".join(f"{n}={fields[n]} ({_evidence(n, arrays, depth)})" for n in wrong)
-            expected = ", ".join(f"{n}={v.fields[n]}" for n in wrong)
+            found = "; ".join(f"{n}={decided[n]} ({evidence[n]})" for n in wrong)
+            expected = ", ".join(f"{n}={facts[n]}" for n in wrong)
             raise FormatError(
                 f"{source} does not match {flags.variant} {variant}: the checkpoint has {found}, but {variant} has "
                 f"{expected}" + _no_variant_fits(source, variant, flags)
@@ -188,43 +284,107 @@ def config_from_shared_layout(
         else:
             ask += f", or for a model no variant describes (another depth, ...) {flags.convert_first(source, '--heads N', '--heads')}"
         raise FormatError(f"{source} does not record the number of attention heads (width {width}): give {ask}")
+
+    fields: dict[str, Any] = {k: decided[k] for k in ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias",
+                                                      "reg_tokens", "distilled", "final_norm", "pre_norm", "patch_bias",
+                                                      "norm", "qk_norm", "mlp_norm", "num_classes", "representation_size")}
     fields["heads"] = merged["heads"]
     for name in ("dropout", "attention_dropout", "drop_path"):
         if name in merged:
             fields[name] = merged[name]
+    if decided["layer_scale"]:
+        fields["layer_scale_init"] = merged.get("layer_scale_init") or 1e-5
+    # Pooling: a MAP head shows itself; [CLS] vs mean vs none is the name's, else timm's default for what the file has.
+    has_cls = decided["class_token"]
+    if decided["map_pool"]:
+        pool = "map"
+    elif "pool" in merged:
+        pool = merged["pool"]
+    elif has_cls and decided["final_norm"] != "pooled":
+        pool = "cls"
+    else:
+        pool = "mean"
+        if has_cls:
+            notes.append("pool='mean' (timm's global_pool='avg'): the file has a [CLS] token and fc_norm, which timm "
+                         "builds for average pooling; a --variant name says otherwise where it differs")
+    fields["pool"] = pool
+    fields["class_token"] = None if has_cls == (pool == "cls") else has_cls
+    # The activation: the name's, --activation, or timm's defaults (GELU; SiLU for SwiGLU's separate gate).
+    mlp = decided["_mlp"]
+    act = merged.get("activation")
+    if activation is not None:
+        if act is not None and act != activation and "activation" not in known:
+            raise FormatError(f"--activation {activation} contradicts {flags.variant} {variant}, which has {act}")
+        if act is not None and act != activation:
+            raise FormatError(f"{source} records activation={act!r}; --activation {activation} would compute something else")
+        if act is None:
+            notes.append(f"activation={activation!r}: as requested (the source does not record it)")
+        act = activation
+    if mlp == "swiglu_packed":
+        if act is None:
+            ask = f"{flags.variant} NAME (the timm model)"
+            raise FormatError(
+                f"{source} has a packed gated MLP ({evidence['mlp_kind']}), which is timm's SwiGLUPacked (SiLU) or "
+                f"GluMlp with GELU (GeGLU); the file does not say which: give {ask}"
+                + (" or --activation silu|gelu" if flags.heads else "")
+            )
+        if act not in ("silu", "gelu"):
+            raise UnsupportedModelError(f"{source}: a packed gated MLP with {act} is neither SwiGLU nor GeGLU")
+        mlp = "swiglu_packed" if act == "silu" else "geglu"
+    elif mlp == "swiglu" and act is None:
+        act = "silu"
+        notes.append("activation='silu': the MLP has a separate gate (fc1_g, fc1_x), timm's SwiGLU, whose default is SiLU")
+    elif "mlp" in merged and mlp == "plain" and merged["mlp"] != "plain":
+        raise FormatError(f"{source} has a plain MLP, but {origin.get('mlp', 'the source')} has mlp={merged['mlp']!r}")
+    fields["mlp"] = mlp
+    if act is not None:
+        fields["activation"] = act
+        if "activation" in given and "activation" not in known and act != "gelu" and activation is None:
+            assumed["activation"] = f"from {flags.variant} {variant} ({resolve_variant(variant, flags, source).source})"
 
-    # The patch grid, from the position table (square unless the source says otherwise).
+    # The patch grid and the prefix tokens' slots, from the position table (square unless the source says otherwise).
     pos = _shape(arrays, "pos_embed")
     if len(pos) != 3 or pos[0] != 1 or pos[2] != width:
         raise FormatError(f"{source}: pos_embed has shape {pos}; (1, tokens, {width}) was expected")
-    prefix = 1 if has_cls else 0
+    prefix = int(has_cls) + int(decided["distilled"]) + decided["reg_tokens"]
     image_size = merged.get("image_size")
-    side = _square(pos[1] - prefix)  # the square grid the table holds, if it is one
-    if side is None and has_cls and _square(pos[1]):
-        side = _square(pos[1])  # no_embed_class: no [CLS] slot
+    side = _square(pos[1] - prefix)  # the square grid the table holds with prefix slots, if it is one
+    covers = True
+    if side is None and prefix and _square(pos[1]):
+        side, covers = _square(pos[1]), False  # no_embed_class: no slots for the prefix tokens
     if image_size is not None:
         ih, iw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if ih % ph or iw % pw:
             raise FormatError(f"{source}: image size {image_size} is not a multiple of the patch size {(ph, pw)}")
         grid = (ih // ph, iw // pw)
+        n = grid[0] * grid[1]
+        if pos[1] == n + prefix:
+            covers = True
+        elif prefix and pos[1] == n:
+            covers = False
+        else:
+            raise FormatError(_grid_mismatch(
+                source, pos[1], grid, prefix, image_size, None if "image_size" in known else origin["image_size"],
+                side, covers, (ph, pw), variant, flags,
+            ))
     else:
         if side is None:
             raise FormatError(
-                f"{source}: pos_embed has {pos[1]} entries, which is not a square grid{' plus [CLS]' if has_cls else ''}; "
+                f"{source}: pos_embed has {pos[1]} entries, which is not a square grid{_plus(prefix, has_cls)}; "
                 "give the image size it was saved at: " + _ask_image_size(source, variant, flags, "HxW")
             )
         grid = (side, side)
-    n = grid[0] * grid[1]
-    if has_cls and pos[1] == n:
-        # timm's no_embed_class / big_vision's "tok": the [CLS] token gets no position. A zero slot computes the same.
-        arrays = dict(arrays)
-        arrays["pos_embed"] = np.concatenate([np.zeros((1, 1, width), arrays["pos_embed"].dtype), arrays["pos_embed"]], 1)
-        notes.append("the [CLS] token has no position embedding in the source (no_embed_class); a zero slot was added, which computes the same")
-    elif pos[1] != n + prefix:
-        raise FormatError(_grid_mismatch(
-            source, pos[1], grid, has_cls, image_size, None if "image_size" in known else origin["image_size"],
-            side, (ph, pw), variant, flags,
-        ))
+    if prefix:
+        if "pos_embed_covers_prefix" in merged and merged["pos_embed_covers_prefix"] != covers:
+            raise FormatError(
+                f"{source}: pos_embed has {pos[1]} entries, a {grid[0]}x{grid[1]} grid "
+                f"{'plus' if covers else 'without'} slots for the {prefix} prefix tokens, but {origin.get('pos_embed_covers_prefix')} "
+                f"has no_embed_class={not merged['pos_embed_covers_prefix']}"
+            )
+        fields["pos_embed_covers_prefix"] = covers
+        if not covers:
+            notes.append("the prefix tokens get no position embedding (timm's no_embed_class=True): pos_embed covers the "
+                         "patches only")
     fields["image_size"] = grid[0] * ph if grid[0] * ph == grid[1] * pw else (grid[0] * ph, grid[1] * pw)
 
     defaults = {**TIMM_DEFAULTS, **(defaults or {})}
@@ -241,6 +401,12 @@ def config_from_shared_layout(
     check_layout(config, arrays, source)
     given_by = {name: origin[name] for name in ("heads", "image_size") if name in given and name not in known}
     return config, arrays, assumed, notes, given_by
+
+
+def _plus(prefix: int, has_cls: bool) -> str:
+    if not prefix:
+        return ""
+    return " plus [CLS]" if prefix == 1 and has_cls else f" plus {prefix} prefix tokens"
 
 
 def _size_text(size: Any) -> str:
@@ -263,23 +429,24 @@ def _ask_image_size(source: str, variant: str | None, flags: Flags, size: str) -
 
 
 def _grid_mismatch(
-    source: str, entries: int, grid: tuple[int, int], has_cls: bool, image_size: Any, given_by: str | None,
-    side: int | None, patch: tuple[int, int], variant: str | None, flags: Flags,
+    source: str, entries: int, grid: tuple[int, int], prefix: int, image_size: Any, given_by: str | None,
+    side: int | None, covers: bool, patch: tuple[int, int], variant: str | None, flags: Flags,
 ) -> str:
     """The message for a position table that does not fit the image size the file records or was given
     (`given_by`: the flag that gave it; None: the file records it), with the size that does fit, if any."""
     n = grid[0] * grid[1]
-    cls = " plus [CLS]" if has_cls else ""
+    plus = _plus(prefix, prefix == 1)
     where = f"from {given_by}" if given_by else f"as {source} records it"
     head = (f"{source}: pos_embed has {entries} entries, but image size {_size_text(image_size)} ({where}) "
-            f"with patch size {_size_text(patch)} makes a {grid[0]}x{grid[1]} grid{cls}, {n + (1 if has_cls else 0)} entries")
+            f"with patch size {_size_text(patch)} makes a {grid[0]}x{grid[1]} grid{plus}, {n + prefix} entries")
     if side is None:
         if given_by is None:
             return head + "; the file is inconsistent"
-        return (f"{head}, and {entries} is no square grid{cls}; give the image size it was saved at: "
+        return (f"{head}, and {entries} is no square grid{plus}; give the image size it was saved at: "
                 + _ask_image_size(source, variant, flags, "HxW"))
     saved = side * patch[0] if patch[0] == patch[1] else f"{side * patch[0]}x{side * patch[1]}"
-    fits = f"{'1 [CLS] + ' if has_cls and entries != side * side else ''}a {side}x{side} grid of {_size_text(patch)}-px patches"
+    slots = "" if not prefix or not covers else "1 [CLS] + " if prefix == 1 else f"{prefix} prefix tokens + "
+    fits = f"{slots}a {side}x{side} grid of {_size_text(patch)}-px patches"
     if given_by is None:
         return f"{head}; {entries} entries are {fits}, {saved} px: the file is inconsistent"
     return f"{head}; {entries} entries are {fits}, so the file was saved at {saved} px: " + _ask_image_size(
@@ -299,14 +466,6 @@ def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _evidence(name: str, arrays: Mapping[str, np.ndarray], depth: int) -> str:
-    if name in ("width", "patch_size"):
-        return f"patch_embed.proj.weight has shape {_shape(arrays, 'patch_embed.proj.weight')}"
-    if name == "mlp_dim":
-        return f"blocks.0.mlp.fc1.weight has shape {_shape(arrays, 'blocks.0.mlp.fc1.weight')}"
-    return f"blocks.0 to blocks.{depth - 1}"
-
-
 def from_timm(
     arrays: dict[str, np.ndarray],
     metadata: Mapping[str, str],
@@ -316,11 +475,12 @@ def from_timm(
     heads: int | None = None,
     source_image_size: int | tuple[int, int] | None = None,
     flags: Flags = CONVERT_FLAGS,
+    activation: str | None = None,
 ) -> Checkpoint:
     """A timm VisionTransformer state dict (numpy) -> Checkpoint; `flags` name the caller's flags in messages."""
     if not is_timm_state_dict(arrays) and not is_timm_state_dict({k[len("module."):]: 0 for k in arrays}):
         raise FormatError(
-            f"{source} is not a timm VisionTransformer state dict: expected {list(_VIT_KEYS)} and blocks.N.*, "
+            f"{source} is not a timm VisionTransformer state dict: expected patch_embed.proj.weight and blocks.N.*, "
             f"found {describe_keys(arrays)}"
         )
     notes: list[str] = []
@@ -330,7 +490,17 @@ def from_timm(
     known: dict[str, Any] = {}
     if METADATA_KEY in metadata:
         recorded = json.loads(metadata[METADATA_KEY])
-        kwargs = recorded["kwargs"]
+        if "config" in recorded:  # written by this project: the whole config
+            config = build_config(recorded["config"], source)
+            check_layout(config, arrays, source)
+            if variant or heads or source_image_size:
+                notes.append(f"{flags.variant}/{flags.heads} ignored: {source} records its whole config (written by vit "
+                             "convert --to timm)")
+            if activation is not None and activation != config.activation:
+                raise FormatError(f"{source} records activation={config.activation!r}; --activation {activation} "
+                                  "would compute something else")
+            return Checkpoint(config, arrays, "timm", {}, notes)
+        kwargs = recorded["kwargs"]  # written before the architecture features: a standard ViT's kwargs
         known = dict(
             heads=kwargs["num_heads"],
             image_size=kwargs["img_size"] if isinstance(kwargs["img_size"], int) else tuple(kwargs["img_size"]),
@@ -340,75 +510,117 @@ def from_timm(
             image_std=tuple(recorded["image_std"]),
         )
     config, arrays, assumed, more, given = config_from_shared_layout(
-        arrays, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known, flags=flags
+        arrays, source, variant=variant, heads=heads, source_image_size=source_image_size, known=known, flags=flags,
+        activation=activation,
     )
     return Checkpoint(config, arrays, "timm", assumed, notes + more, given)
 
 
-def timm_kwargs(config: ViTConfig) -> dict[str, Any]:
-    """JSON-able keyword arguments of timm's VisionTransformer for `config` (LayerNorm eps aside: see timm_snippet)."""
+_POOL = {"cls": "token", "mean": "avg", "map": "map", "none": ""}
+_MLP_LAYER = {"swiglu_packed": "SwiGLUPacked", "swiglu": "SwiGLU", "geglu": "GluMlp"}
+_ACT = {"quick_gelu": "quick_gelu", "silu": "silu"}
+
+
+def _mlp_ratio(config: ViTConfig) -> float:
+    """timm's mlp_ratio: its blocks' fc1 width is int(embed_dim * mlp_ratio) (both halves of a packed gated MLP)."""
+    hidden = config.mlp_fc1_dim
+    ratio = hidden / config.width
+    if int(config.width * ratio) != hidden:  # rounding down below the width: aim at its middle
+        ratio = (hidden + 0.5) / config.width
+    return ratio
+
+
+def timm_constructor(config: ViTConfig) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """(timm class, [(keyword, Python source of its value)], import lines) of the timm model that computes
+    `config` and loads its state dict with strict=True; only keywords that differ from timm's defaults beyond the
+    sizes. The one mapping of ViTConfig to timm's VisionTransformer (parity_tests.peers.timm_kwargs evaluates it)."""
     if config.representation_size:
         raise UnsupportedModelError(
             f"timm's VisionTransformer has no pre-logits layer, but this model has representation_size="
             f"{config.representation_size}; convert with --num-classes N --drop-representation for a new head, "
             "or use --to vit/npz"
         )
-    ratio = config.mlp_dim / config.width
-    if int(config.width * ratio) != config.mlp_dim:
-        raise UnsupportedModelError(
-            f"timm computes the MLP width as int(width * mlp_ratio), which cannot give mlp_dim={config.mlp_dim} "
-            f"for width={config.width}"
-        )
     image, patch = config.image_hw, config.patch_hw
-    kwargs: dict[str, Any] = dict(
-        img_size=image[0] if image[0] == image[1] else list(image),
-        patch_size=patch[0] if patch[0] == patch[1] else list(patch),
-        in_chans=config.channels,
-        num_classes=config.num_classes,
-        embed_dim=config.width,
-        depth=config.depth,
-        num_heads=config.heads,
-        mlp_ratio=ratio,
-        qkv_bias=config.qkv_bias,
-        class_token=config.pool == "cls",
-        global_pool="token" if config.pool == "cls" else "avg",
-        fc_norm=False,  # this project normalises every token before pooling
-        pos_drop_rate=config.dropout,
-        proj_drop_rate=config.dropout,
-        attn_drop_rate=config.attention_dropout,
-        drop_path_rate=config.drop_path,
-    )
-    if config.gelu == "tanh":
-        kwargs["act_layer"] = "gelu_tanh"
-    return kwargs
+    kw: list[tuple[str, str]] = [
+        ("img_size", repr(image[0] if image[0] == image[1] else image)),
+        ("patch_size", repr(patch[0] if patch[0] == patch[1] else patch)),
+        ("in_chans", repr(config.channels)),
+        ("num_classes", repr(config.num_classes)),
+        ("embed_dim", repr(config.width)),
+        ("depth", repr(config.depth)),
+        ("num_heads", repr(config.heads)),
+        ("mlp_ratio", repr(_mlp_ratio(config))),
+    ]
+    imports = ["import functools", "import safetensors.torch", "import torch"]
+    layers: list[str] = []
+    if not config.qkv_bias:
+        kw.append(("qkv_bias", "False"))
+    if config.qk_norm:
+        kw.append(("qk_norm", "True"))
+    if config.mlp_norm:
+        kw.append(("scale_mlp_norm", "True"))
+    if config.layer_scale_init:
+        kw.append(("init_values", repr(config.layer_scale_init)))
+    if not config.has_class_token:
+        kw.append(("class_token", "False"))
+    if config.reg_tokens:
+        kw.append(("reg_tokens", repr(config.reg_tokens)))
+    if not config.pos_embed_covers_prefix:
+        kw.append(("no_embed_class", "True"))
+    if config.pre_norm:
+        kw.append(("pre_norm", "True"))
+    if config.pool != "cls":
+        kw.append(("global_pool", repr(_POOL[config.pool])))
+    if config.final_norm == "none":
+        kw.append(("final_norm", "False"))
+    elif (config.final_norm == "pooled") != (config.pool == "mean"):  # timm's fc_norm=None: fc_norm for avg pooling
+        kw.append(("fc_norm", repr(config.final_norm == "pooled")))
+    for name, rate in (("pos_drop_rate", config.dropout), ("proj_drop_rate", config.dropout),
+                       ("attn_drop_rate", config.attention_dropout), ("drop_path_rate", config.drop_path)):
+        if rate:
+            kw.append((name, repr(rate)))
+    if config.norm == "rms":
+        layers.append("RmsNorm")
+        kw.append(("norm_layer", f"functools.partial(RmsNorm, eps={config.layer_norm_eps!r})"))
+    elif config.layer_norm_eps != 1e-6:
+        layers.append("LayerNorm")
+        kw.append(("norm_layer", f"functools.partial(LayerNorm, eps={config.layer_norm_eps!r})"))
+    if config.activation != "gelu":
+        kw.append(("act_layer", repr(_ACT[config.activation])))
+    elif config.gelu == "tanh":
+        kw.append(("act_layer", "'gelu_tanh'"))
+    if config.mlp != "plain":
+        layers.append(_MLP_LAYER[config.mlp])
+        kw.append(("mlp_layer", _MLP_LAYER[config.mlp]))
+    if config.patch_bias != (not config.pre_norm):  # timm builds the patch bias exactly when there is no pre_norm
+        layers.append("PatchEmbed")
+        kw.append(("embed_layer", f"lambda **kw: PatchEmbed(**{{**kw, 'bias': {config.patch_bias!r}}})"))
+    if layers:
+        imports.append(f"from timm.layers import {', '.join(sorted(set(layers)))}")
+    cls = "VisionTransformerDistilled" if config.distilled else "VisionTransformer"
+    imports.append(f"from timm.models.{'deit' if config.distilled else 'vision_transformer'} import {cls}")
+    return cls, kw, imports
 
 
 def timm_snippet(config: ViTConfig, path: str) -> str:
     """Python that builds the matching timm model and loads `path` into it with strict=True."""
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in timm_kwargs(config).items())
-    norm = ""
-    if config.layer_norm_eps != 1e-6:
-        norm = f", norm_layer=functools.partial(torch.nn.LayerNorm, eps={config.layer_norm_eps!r})"
-    return (
-        f"model = timm.models.vision_transformer.VisionTransformer({kwargs}{norm})\n"
-        f"model.load_state_dict(safetensors.torch.load_file({path!r}), strict=True)"
-    )
+    cls, kw, imports = timm_constructor(config)
+    args = ", ".join(f"{name}={source}" for name, source in kw)
+    return "\n".join(imports + [
+        f"model = {cls}({args})",
+        f"model.load_state_dict(safetensors.torch.load_file({path!r}), strict=True)",
+    ])
 
 
 def to_timm(checkpoint: Checkpoint) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
     """Checkpoint -> (timm state dict, safetensors metadata, notes). The arrays are unchanged."""
     config = checkpoint.config
-    kwargs = timm_kwargs(config)
+    cls, kw, _ = timm_constructor(config)
     notes = []
     if config.pos_embed == "sincos2d":
         notes.append("the fixed sin-cos position table is stored as timm's (learned) pos_embed; it computes the same")
     if config.layer_norm_eps != 1e-6:
-        notes.append(f"timm's default LayerNorm eps is 1e-6; build the model with eps={config.layer_norm_eps} (see the snippet)")
-    recorded = dict(
-        kwargs=kwargs,
-        layer_norm_eps=config.layer_norm_eps,
-        image_mean=list(config.image_mean),
-        image_std=list(config.image_std),
-    )
+        notes.append(f"timm's default norm eps is 1e-6; build the model with eps={config.layer_norm_eps} (see the snippet)")
+    recorded = dict(config=config.to_dict(), constructor=dict(cls=cls, kwargs=dict(kw)))
     metadata = {"format": "pt", METADATA_KEY: json.dumps(recorded, sort_keys=True)}
     return dict(checkpoint.state_dict), metadata, notes

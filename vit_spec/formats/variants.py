@@ -1,14 +1,16 @@
 """`--variant`: what a named model says about a checkpoint that does not record its own config.
 
-Two kinds of names are understood:
+Three kinds of names are understood:
 
-- this project's variants, "Ti/16", "S/16", "B/32", ... (big_vision's table, ViTConfig.from_variant);
+- this project's variants, "Ti/16", "S/16", "B/32", ... (big_vision's table, ViTConfig.from_variant): sizes only;
 - timm's plain ViT names, `vit_<size>_patch<P>_<image>[.<pretrained tag>]`, e.g. "vit_small_patch16_224"
-  or "vit_base_patch16_224.augreg_in21k". Their architecture is timm's defaults (LayerNorm eps 1e-6,
-  exact GELU, [CLS] token); the input normalisation is that of the pretrained tag (timm's
-  pretrained_cfg: (0.5, 0.5, 0.5) for Google's augreg/orig/sam weights, ImageNet's mean/std for
-  dino/mae). timm models with other building blocks (clip, gap, reg, siglip, ...) are not plain
-  ViTs and are refused by name.
+  or "vit_base_patch16_224.augreg_in21k", from a table here (no timm needed). Their architecture is timm's
+  defaults (LayerNorm eps 1e-6, exact GELU, [CLS] token, ...); the input normalisation is that of the pretrained
+  tag (timm's pretrained_cfg: (0.5, 0.5, 0.5) for Google's augreg/orig/sam weights, ImageNet's mean/std for
+  dino/mae);
+- any other timm name ("vit_small_patch14_reg4_dinov2.lvd142m", "deit3_base_patch16_224", ...): timm builds the
+  model on the meta device (vit_spec.formats.timm_models) and every field is read off its modules and pretrained_cfg;
+  a model the twins cannot compute is refused with the reason.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class Variant:
 
     name: str
     fields: dict[str, Any]
-    source: str  # "this project's variant table" or "timm's model name"
+    source: str  # "this project's variant table", "timm's model name" or "timm's model, built on the meta device"
+    notes: tuple[str, ...] = ()
 
 
 def resolve_variant(name: str, flags: Flags = CONVERT_FLAGS, source: str = "FILE") -> Variant:
@@ -68,12 +71,8 @@ def resolve_variant(name: str, flags: Flags = CONVERT_FLAGS, source: str = "FILE
     """
     if _TIMM_NAME.fullmatch(name):
         return _timm_variant(name, flags, source)
-    if name.startswith(("vit_", "deit", "eva", "beit")):
-        raise FormatError(
-            f"{flags.variant} {name!r}: only timm's plain ViT names are understood, vit_<size>_patch<P>_<image> with size in "
-            f"{list(TIMM_SIZES)} (e.g. vit_small_patch16_224); models with other blocks (clip, gap, reg, siglip, "
-            "DeiT's distillation token, ...) are not plain ViTs"
-        )
+    if name and "/" not in name and name != "tutorial":
+        return _timm_model_variant(name, flags)
     try:
         config = ViTConfig.from_variant(name)
     except ConfigError as e:
@@ -117,4 +116,27 @@ def _timm_variant(name: str, flags: Flags, source: str) -> Variant:
         image_size=int(image), patch_size=int(patch), width=width, depth=depth, heads=heads, mlp_dim=mlp_dim,
         gelu="exact", layer_norm_eps=1e-6, image_mean=mean, image_std=std,
     )
+    fields.update(STANDARD_FEATURES)
     return Variant(name, fields, "timm's model name")
+
+
+# What timm's plain ViT names build besides their sizes: the standard ViT of this project's defaults.
+STANDARD_FEATURES: dict[str, Any] = dict(
+    qkv_bias=True, pool="cls", layer_scale_init=None, class_token=True, reg_tokens=0, pos_embed_covers_prefix=True,
+    final_norm="tokens", pre_norm=False, patch_bias=True, activation="gelu", mlp="plain", mlp_norm=False, norm="layer",
+    qk_norm=False, distilled=False,
+)
+
+
+def _timm_model_variant(name: str, flags: Flags) -> Variant:
+    """Any other timm name: the model built on the meta device, its fields read off the modules."""
+    from vit_spec.formats.errors import UnsupportedModelError
+    from vit_spec.formats.timm_models import name_fields
+
+    try:
+        fields, notes = name_fields(name)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{flags.variant} {name}: {e}") from None
+    except FormatError as e:
+        raise FormatError(f"{flags.variant}: {e}; or this project's variant (S/16, B/16, ...)") from None
+    return Variant(name, fields, "timm's model, built on the meta device", tuple(notes))
