@@ -40,7 +40,8 @@ def _norm(config: ViTConfig, name: str, dtype: Dtype) -> nn.Module:
 
 
 class PatchEmbed(nn.Module):
-    """Cuts NHWC images into patches and projects each to `width`: (B, H, W, C) -> (B, N, D)."""
+    """Cuts NHWC images into patches and projects each to `width`: (B, H, W, C) -> (B, N, D); patch_norm: then a norm
+    (timm's PatchEmbed with embed_norm_layer)."""
 
     config: ViTConfig
     dtype: Dtype = None
@@ -51,7 +52,10 @@ class PatchEmbed(nn.Module):
         x = nn.Conv(self.config.width, patch, strides=patch, padding="VALID", use_bias=self.config.patch_bias,
                     dtype=self.dtype, name="proj")(images)
         b, gh, gw, d = x.shape
-        return x.reshape(b, gh * gw, d)
+        x = x.reshape(b, gh * gw, d)
+        if self.config.patch_norm:
+            x = _norm(self.config, "norm", self.dtype)(x)
+        return x
 
 
 class Attention(nn.Module):
@@ -90,15 +94,19 @@ class Attention(nn.Module):
             # cuDNN's fused kernel on GPUs (bf16/f16), elsewhere XLA with a hand-written gradient.
             out = packed_attention(qkv, cfg.head_dim**-0.5)
         out = out.reshape(b, t, d)
-        out = nn.Dense(d, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="proj")(out)
+        if cfg.attn_norm:  # the heads' concatenated output normed before the projection (timm scale_attn_norm)
+            out = _norm(cfg, "norm", self.dtype)(out)
+        out = nn.Dense(d, use_bias=cfg.proj_bias, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                       name="proj")(out)
         out = nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
         return out, (probs if return_probs else None)
 
 
-def _dense(features: int, name: str, dtype: Dtype) -> nn.Dense:
+def _dense(features: int, name: str, dtype: Dtype, use_bias: bool = True) -> nn.Dense:
     # big_vision's MlpBlock init: Xavier-uniform kernels, biases normal(1e-6).
     return nn.Dense(
         features,
+        use_bias=use_bias,
         dtype=dtype,
         kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6),
@@ -118,17 +126,19 @@ class MlpBlock(nn.Module):
     hidden: int | None = None
     dropout: float | None = None
     inner_norm: bool | None = None
+    bias: bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         cfg = self.config
         rate = cfg.dropout if self.dropout is None else self.dropout
-        x = _dense(self.hidden or cfg.mlp_dim, "fc1", self.dtype)(x)
+        bias = cfg.proj_bias if self.bias is None else self.bias
+        x = _dense(self.hidden or cfg.mlp_dim, "fc1", self.dtype, bias)(x)
         x = _activation(cfg)(x)
         x = nn.Dropout(rate)(x, deterministic=deterministic)
         if cfg.mlp_norm if self.inner_norm is None else self.inner_norm:
             x = _norm(cfg, "norm", self.dtype)(x)
-        x = _dense(cfg.width, "fc2", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype, bias)(x)
         return nn.Dropout(rate)(x, deterministic=deterministic)
 
 
@@ -145,13 +155,13 @@ class GluMlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         cfg = self.config
-        x1, x2 = jnp.split(_dense(2 * cfg.mlp_dim, "fc1", self.dtype)(x), 2, axis=-1)
+        x1, x2 = jnp.split(_dense(2 * cfg.mlp_dim, "fc1", self.dtype, cfg.proj_bias)(x), 2, axis=-1)
         act = _activation(cfg)
         x = act(x1) * x2 if cfg.mlp == "swiglu_packed" else x1 * act(x2)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         if cfg.mlp_norm:
             x = _norm(cfg, "norm", self.dtype)(x)
-        x = _dense(cfg.width, "fc2", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype, cfg.proj_bias)(x)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 
 
@@ -165,12 +175,12 @@ class SwiGLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         cfg = self.config
-        gate = _dense(cfg.mlp_dim, "fc1_g", self.dtype)(x)
-        x = _activation(cfg)(gate) * _dense(cfg.mlp_dim, "fc1_x", self.dtype)(x)
+        gate = _dense(cfg.mlp_dim, "fc1_g", self.dtype, cfg.proj_bias)(x)
+        x = _activation(cfg)(gate) * _dense(cfg.mlp_dim, "fc1_x", self.dtype, cfg.proj_bias)(x)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         if cfg.mlp_norm:
             x = _norm(cfg, "norm", self.dtype)(x)
-        x = _dense(cfg.width, "fc2", self.dtype)(x)
+        x = _dense(cfg.width, "fc2", self.dtype, cfg.proj_bias)(x)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 
 
@@ -279,7 +289,7 @@ class MAPHead(nn.Module):
         probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1).astype(v.dtype)
         out = dense(d, "proj")(jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, 1, d))
         # timm's AttentionPoolLatent MLP: plain, of the blocks' fc1 width (its hidden = width * mlp_ratio), no dropout.
-        y = MlpBlock(cfg, self.dtype, hidden=cfg.mlp_fc1_dim, dropout=0.0, inner_norm=False, name="mlp")
+        y = MlpBlock(cfg, self.dtype, hidden=cfg.mlp_fc1_dim, dropout=0.0, inner_norm=False, bias=True, name="mlp")
         out = out + y(_norm(cfg, "norm", self.dtype)(out))
         return (out[:, 0], probs) if return_probs else out[:, 0]
 
@@ -312,7 +322,8 @@ class ViT(nn.Module):
     "attn" (each layer's probabilities, (B, heads, T, T)), "encoded" (after the final token norm, if any),
     "pooled" (B, D: the [CLS] token, the mean of the patch tokens or the MAP head's output, after fc_norm
     where final_norm="pooled"; pool="none": every token), "attn_pool" (pool="map": the MAP head's attention of its
-    latent over the patch tokens, (B, heads, 1, patches)), "pre_logits" (B, features_dim), "logits".
+    latent over the patch tokens, (B, heads, 1, patches); pool_include_prefix: its patch columns), "pre_logits"
+    (B, features_dim), "logits".
     distilled=True: "pooled" is the mean of the [CLS] and distillation tokens (timm's pre_logits), "head_logits"
     and "head_dist_logits" are the two heads' outputs, and "logits" their mean, in training as in inference
     (timm's VisionTransformerDistilled with distilled_training=False; a distillation trainer reads the heads
@@ -433,12 +444,15 @@ class ViT(nn.Module):
         cfg = self.config
         if cfg.pool == "cls":
             return x[:, 0]
-        patches = x[:, cfg.num_prefix_tokens :] if cfg.num_prefix_tokens else x  # timm pools the patch tokens
+        # timm pools the patch tokens, or every token (pool_include_prefix)
+        patches = x[:, cfg.num_prefix_tokens :] if cfg.num_prefix_tokens and not cfg.pool_include_prefix else x
         if cfg.pool == "mean":
             # With final_norm="tokens", every token is normed first (Google's "gap", timm's fc_norm=False).
             return patches.mean(axis=1)
         if cfg.pool == "map":
-            x, inter["attn_pool"] = MAPHead(cfg, self.dtype, name="attn_pool")(patches, return_probs=True)
+            x, probs = MAPHead(cfg, self.dtype, name="attn_pool")(patches, return_probs=True)
+            # The patch columns (pool_include_prefix: the prefix tokens' are left out, as from every attention map).
+            inter["attn_pool"] = probs[..., cfg.num_prefix_tokens :] if cfg.pool_include_prefix else probs
             return x
         return x  # "none": every token
 

@@ -43,6 +43,13 @@ CONFIGS: dict[str, tuple[ViTConfig, int]] = {
                                               final_norm="none", pre_norm=True), 2),
     "tokens_out_sincos_registers": (ViTConfig(**{**_TINY, "num_classes": 0}, pool="none", class_token=True, reg_tokens=2,
                                               pos_embed="sincos2d"), 2),
+    "aimv2_like": (ViTConfig(**_TINY, norm="rms", layer_norm_eps=1e-5, patch_norm=True, qkv_bias=False, proj_bias=False,
+                             mlp="swiglu", activation="silu", pool="mean"), 2),
+    "beit3_like": (ViTConfig(**_TINY, attn_norm=True, mlp_norm=True, layer_norm_eps=1e-5, pool="mean", class_token=True,
+                             final_norm="pooled"), 2),
+    "prefix_pool_map": (ViTConfig(**_TINY, pool="map", pool_include_prefix=True, reg_tokens=1, layer_scale_init=1e-5), 2),
+    "prefix_pool_mean_patch_norm": (ViTConfig(**_TINY, pool="mean", pool_include_prefix=True, class_token=True,
+                                              reg_tokens=2, patch_norm=True, proj_bias=False), 2),
     "Ti/16": (ViTConfig.from_variant("Ti/16"), 2),
     "B/16": (ViTConfig.from_variant("B/16"), 2),
 }

@@ -25,12 +25,15 @@ def test_a_handful_of_architectures_is_classified():
     assert rows["deit_tiny_distilled_patch16_224"].tags == ["deit_tiny_distilled_patch16_224.fb_in1k"]
     hybrid = rows["vit_small_r26_s32_224"]
     assert not hybrid.supported and "HybridEmbed" in hybrid.reason and hybrid.family == "hybrid ResNet stem"
-    assert not rows["aimv2_large_patch14_224"].supported and "patch embeddings" in rows["aimv2_large_patch14_224"].reason
+    aimv2 = rows["aimv2_large_patch14_224"]  # a norm on the patch embeddings, bias-free projections
+    assert aimv2.supported and aimv2.family == "AIMv2", aimv2.reason
     table = coverage_report.report(list(rows.values()))
     assert "| DINOv2 with registers | 1 | 1 | 1 |" in table and "HybridEmbed" in table
 
 
 def test_the_command_prints_the_table(capsys):
-    assert coverage_report.main(["--archs", "deit3_small_patch16_224", "vit_base_patch16_rpn_224"]) == 0
+    assert coverage_report.main(["--archs", "deit3_small_patch16_224", "vit_base_patch16_rpn_224", "beit3_base_patch16_224",
+                                 "test_vit3"]) == 0
     out = capsys.readouterr().out
     assert "| DeiT III | 1 | 2 | 2 |" in out and "post-norm blocks (ResPostBlock)" in out
+    assert "| BEiT-3 | 1 | 4 | 4 |" in out and "| timm test models | 1 | 1 | 1 |" in out  # attn norm; prefix pooling

@@ -181,8 +181,7 @@ def test_width_mismatch_with_variant_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(scale_attn_norm=True), "scale_attn_norm"),
-        (dict(proj_bias=False), "proj_bias=False"),
+        (dict(attn_layer="diff"), "differential attention (DiffAttention)"),
         (dict(pos_embed="none"), "no position embedding"),
     ],
 )
@@ -198,7 +197,8 @@ def test_timm_models_we_cannot_compute_are_refused(kwargs, words, tmp_path, caps
     "kwargs",
     [dict(global_pool="avg", class_token=False), dict(init_values=1e-5), dict(reg_tokens=2), dict(qk_norm=True),
      dict(global_pool="map"), dict(global_pool="avg", fc_norm=True, reg_tokens=1, no_embed_class=True),
-     dict(final_norm=False), dict(scale_mlp_norm=True, qk_norm=True)],
+     dict(final_norm=False), dict(scale_mlp_norm=True, qk_norm=True), dict(scale_attn_norm=True),
+     dict(proj_bias=False)],
 )
 def test_timm_features_once_refused_now_convert(kwargs, tmp_path):
     """What the converter used to refuse: read from the tensors alone (--heads), computing timm's logits."""

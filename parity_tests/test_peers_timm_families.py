@@ -49,6 +49,12 @@ FAMILIES = {
                          "mean pool with fc_norm (MAE/BEiT-style)"),
     "reg-gap-fc_norm": ("vit_betwixt_patch16_reg4_gap_256.sbb_in1k", dict(SMALL, img_size=32, num_classes=5),
                         "registers, mean pool, fc_norm"),
+    "aimv2": ("aimv2_large_patch14_224.apple_pt", dict(SMALL, img_size=28),
+              "RMSNorm on the patch embeddings (embed_norm_layer), bias-free projections and SwiGLU, mean pool"),
+    "beit3": ("beit3_base_patch16_224.in22k_ft_in1k", dict(SMALL, img_size=32, num_classes=5),
+              "a norm on the attention output (scale_attn_norm) and in the MLP, eps 1e-5, mean pool with fc_norm"),
+    "prefix-pool-map": ("test_vit3.r160_in1k", dict(SMALL, img_size=32, num_classes=5),
+                        "MAP head over the register token too (pool_include_prefix), layer scale"),
 }
 
 
@@ -133,6 +139,29 @@ def test_without_a_variant_the_tensors_decide_the_features(tmp_path, capsys):
     assert "no_embed_class" in out and "not recorded in a timm state dict" in out
 
 
+def test_patch_norm_attn_norm_and_bias_free_projections_from_the_tensors_prefix_pooling_from_the_name(tmp_path, capsys):
+    """AIMv2 and BEiT-3 read with --heads only: their norms and missing biases show in the tensors; pooling over the
+    register token (test_vit3) does not, so it comes from the name. Hugging Face writing refuses all three."""
+    found = {}
+    for family, field in (("aimv2", "patch_norm"), ("beit3", "attn_norm"), ("prefix-pool-map", "pool_include_prefix")):
+        name, kwargs, _ = FAMILIES[family]
+        src = tmp_path / f"{family}.safetensors"
+        save_as_timm(timm_family(name, kwargs, seed=7), src)
+        vit_convert(capsys, src, tmp_path / f"{family}-ours.safetensors", "--heads", "2")
+        found[family] = load_weights(tmp_path / f"{family}-ours.safetensors")[0]
+        assert main(["convert", str(src), str(tmp_path / f"{family}-hf"), "--variant", name, "--heads", "2",
+                     "--to", "hf"]) == 2
+        err = capsys.readouterr().err
+        assert "no Hugging Face class computes this model" in err and f"({field})" in err, err
+    aimv2, beit3, prefix = found["aimv2"], found["beit3"], found["prefix-pool-map"]
+    assert (aimv2.patch_norm, aimv2.proj_bias, aimv2.norm, aimv2.attn_norm) == (True, False, "rms", False)
+    assert (beit3.attn_norm, beit3.mlp_norm, beit3.patch_norm, beit3.proj_bias) == (True, True, False, True)
+    assert prefix.pool == "map" and not prefix.pool_include_prefix  # timm's default without a name
+    vit_convert(capsys, tmp_path / "prefix-pool-map.safetensors", tmp_path / "named.safetensors", "--variant",
+                FAMILIES["prefix-pool-map"][0], "--heads", "2")
+    assert load_weights(tmp_path / "named.safetensors")[0].pool_include_prefix
+
+
 def test_a_packed_glu_needs_a_name_or_activation(tmp_path, capsys):
     name, kwargs, _ = FAMILIES["dinov2-giant-swiglu"]
     src = tmp_path / "timm.safetensors"
@@ -157,7 +186,7 @@ def test_a_file_contradicting_its_name_is_refused_naming_both(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, kwargs, words", [
     ("vit_small_r26_s32_224", dict(depth=1, num_classes=3), "HybridEmbed"),
-    ("aimv2_large_patch14_224", dict(depth=1, embed_dim=64, num_heads=2, img_size=28), "norms the patch embeddings"),
+    ("vit_dlittle_patch16_reg1_gap_256", dict(depth=1, embed_dim=64, num_heads=2, img_size=32), "DiffAttention"),
     ("vit_pwee_patch16_reg1_gap_256", dict(depth=1, embed_dim=64, num_heads=2, img_size=32), "ParallelScalingBlock"),
 ])
 def test_timm_models_the_twins_cannot_compute_are_refused_with_the_reason(name, kwargs, words, tmp_path, capsys):

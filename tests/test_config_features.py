@@ -27,6 +27,7 @@ def test_old_json_loads_with_the_defaults_and_is_written_back_unchanged():
     assert (config.layer_scale_init, config.class_token, config.reg_tokens, config.pos_embed_covers_prefix) == (None, None, 0, True)
     assert (config.final_norm, config.pre_norm, config.patch_bias, config.activation, config.mlp) == ("tokens", False, True, "gelu", "plain")
     assert (config.mlp_norm, config.norm, config.qk_norm, config.distilled) == (False, "layer", False, False)
+    assert (config.patch_norm, config.attn_norm, config.proj_bias, config.pool_include_prefix) == (False, False, True, False)
     assert config.has_class_token and config.num_prefix_tokens == 1 and config.num_pos_embed_tokens == config.num_tokens == 65
     # A standard ViT's dict holds no feature key: files stay as they were, readable by earlier versions.
     assert config.to_json() == json.dumps(json.loads(OLD_JSON), sort_keys=True)
@@ -41,7 +42,8 @@ def test_old_mean_pool_json_keeps_no_class_token():
 def test_features_round_trip_through_json():
     config = ViTConfig(**_TINY, layer_scale_init=1e-5, class_token=True, reg_tokens=4, pos_embed_covers_prefix=False,
                        final_norm="pooled", pre_norm=True, patch_bias=False, activation="silu", mlp="swiglu",
-                       mlp_norm=True, norm="rms", qk_norm=True, pool="mean")
+                       mlp_norm=True, norm="rms", qk_norm=True, pool="mean", patch_norm=True, attn_norm=True,
+                       proj_bias=False, pool_include_prefix=True)
     assert ViTConfig.from_json(config.to_json()) == config
     assert set(FEATURE_FIELDS) - {"distilled"} <= set(json.loads(config.to_json()))
 
@@ -65,6 +67,24 @@ def test_mlp_widths():
     shapes = param_shapes(split)
     assert shapes["blocks.0.mlp.fc1_g.weight"] == shapes["blocks.0.mlp.fc1_x.weight"] == (128, 64)
     assert shapes["blocks.0.mlp.norm.weight"] == (128,) and "blocks.0.mlp.fc1.weight" not in shapes
+
+
+def test_patch_norm_attn_norm_and_bias_free_projections_in_timms_names():
+    standard = param_shapes(ViTConfig(**_TINY, pool="map"))
+    config = ViTConfig(**_TINY, patch_norm=True, attn_norm=True, proj_bias=False, pool="map")
+    shapes = param_shapes(config)
+    assert shapes["patch_embed.norm.weight"] == shapes["patch_embed.norm.bias"] == (64,)
+    assert shapes["blocks.1.attn.norm.weight"] == shapes["blocks.1.attn.norm.bias"] == (64,)
+    names = list(shapes)  # timm's order: the patch norm after the projection, the attention norm before proj
+    assert names.index("patch_embed.norm.weight") == names.index("patch_embed.proj.bias") + 1
+    assert names.index("blocks.0.attn.norm.weight") == names.index("blocks.0.attn.qkv.bias") + 1
+    gone = {n for n in standard if n not in shapes}
+    assert gone == {f"blocks.{i}.{part}.bias" for i in range(2) for part in ("attn.proj", "mlp.fc1", "mlp.fc2")}
+    assert "attn_pool.mlp.fc1.bias" in shapes and "attn_pool.proj.bias" in shapes  # the MAP head keeps its biases
+    rms = param_shapes(config.replace(norm="rms"))
+    assert "patch_embed.norm.bias" not in rms and "blocks.0.attn.norm.bias" not in rms
+    assert param_shapes(ViTConfig(**_TINY, pool="mean", class_token=True, pool_include_prefix=True)) == param_shapes(
+        ViTConfig(**_TINY, pool="mean", class_token=True))
 
 
 def test_rms_norm_has_no_biases_anywhere():
@@ -99,6 +119,11 @@ def test_rms_norm_has_no_biases_anywhere():
         (dict(distilled=True, pos_embed_covers_prefix=False), "set pos_embed_covers_prefix=True"),
         (dict(pre_norm=1), "pre_norm must be True or False"),
         (dict(qk_norm="yes"), "qk_norm must be True or False"),
+        (dict(patch_norm=1), "patch_norm must be True or False"),
+        (dict(attn_norm="yes"), "attn_norm must be True or False"),
+        (dict(proj_bias=None), "proj_bias must be True or False"),
+        (dict(pool_include_prefix=True), "but pool='cls': set pool='mean' or 'map', or pool_include_prefix=False"),
+        (dict(pool_include_prefix=True, pool="mean"), "has no prefix tokens"),
     ],
 )
 def test_invalid_features_are_refused_with_the_fix(fields, words):

@@ -174,8 +174,8 @@ def test_timm_features_from_the_tensors_and_no_embed_class():
     fc = {k.replace("norm.", "fc_norm.") if k.startswith("norm.") else k: v for k, v in sd.items()}
     back = timm.from_timm(fc, {}, "x", heads=2)
     assert (back.config.final_norm, back.config.pool, back.config.class_token) == ("pooled", "mean", True)
-    with pytest.raises(UnsupportedModelError, match="scale_attn_norm"):
-        timm.from_timm({**sd, "blocks.0.attn.norm.weight": np.ones(8, np.float32)}, {}, "x", heads=2)
+    with pytest.raises(UnsupportedModelError, match="differential attention"):
+        timm.from_timm({**sd, "blocks.0.attn.lambda_q1": np.ones(4, np.float32)}, {}, "x", heads=2)
     with pytest.raises(UnsupportedModelError, match="HybridEmbed"):
         timm.from_timm({**sd, "patch_embed.backbone.stem.conv.weight": np.ones(8, np.float32)}, {}, "x", heads=2)
     with pytest.raises(FormatError, match="does not record the number of attention heads"):

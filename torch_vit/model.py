@@ -51,14 +51,19 @@ def _norm(config: ViTConfig, dim: int | None = None) -> nn.Module:
 
 
 class PatchEmbed(nn.Module):
-    """Cuts NCHW images into patches and projects each to `width`: (B, C, H, W) -> (B, N, D)."""
+    """Cuts NCHW images into patches and projects each to `width`: (B, C, H, W) -> (B, N, D); patch_norm: then a norm
+    (timm's PatchEmbed with embed_norm_layer)."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.proj = nn.Conv2d(config.channels, config.width, config.patch_hw, stride=config.patch_hw, bias=config.patch_bias)
+        self.patch_norm = config.patch_norm
+        if self.patch_norm:
+            self.norm = _norm(config)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(images).flatten(2).transpose(1, 2)
+        x = self.proj(images).flatten(2).transpose(1, 2)
+        return self.norm(x) if self.patch_norm else x
 
 
 class Attention(nn.Module):
@@ -71,7 +76,9 @@ class Attention(nn.Module):
         if config.qk_norm:
             self.q_norm = _norm(config, config.head_dim)
             self.k_norm = _norm(config, config.head_dim)
-        self.proj = nn.Linear(config.width, config.width)
+        if config.attn_norm:
+            self.norm = _norm(config)
+        self.proj = nn.Linear(config.width, config.width, bias=config.proj_bias)
         self.attn_drop = nn.Dropout(config.attention_dropout)
         self.proj_drop = nn.Dropout(config.dropout)
 
@@ -93,6 +100,8 @@ class Attention(nn.Module):
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=cfg.head_dim**-0.5)
         out = out.transpose(1, 2).reshape(b, t, d)
+        if cfg.attn_norm:  # the heads' concatenated output normed before the projection (timm scale_attn_norm)
+            out = self.norm(out)
         out = self.proj_drop(self.proj(out))
         return out, probs
 
@@ -104,17 +113,19 @@ class MlpBlock(nn.Module):
     MLP sets its own.
     """
 
-    def __init__(self, config: ViTConfig, hidden: int | None = None, dropout: float | None = None, norm: bool | None = None):
+    def __init__(self, config: ViTConfig, hidden: int | None = None, dropout: float | None = None, norm: bool | None = None,
+                 bias: bool | None = None):
         super().__init__()
         hidden = hidden or config.mlp_dim
         rate = config.dropout if dropout is None else dropout
-        self.fc1 = nn.Linear(config.width, hidden)
+        bias = config.proj_bias if bias is None else bias
+        self.fc1 = nn.Linear(config.width, hidden, bias=bias)
         self.act = _activation(config)
         self.drop1 = nn.Dropout(rate)
         self.inner_norm = config.mlp_norm if norm is None else norm
         if self.inner_norm:
             self.norm = _norm(config, hidden)
-        self.fc2 = nn.Linear(hidden, config.width)
+        self.fc2 = nn.Linear(hidden, config.width, bias=bias)
         self.drop2 = nn.Dropout(rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,13 +145,13 @@ class GluMlp(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.gate_first = config.mlp == "swiglu_packed"
-        self.fc1 = nn.Linear(config.width, 2 * config.mlp_dim)
+        self.fc1 = nn.Linear(config.width, 2 * config.mlp_dim, bias=config.proj_bias)
         self.act = _activation(config)
         self.drop1 = nn.Dropout(config.dropout)
         self.inner_norm = config.mlp_norm
         if self.inner_norm:
             self.norm = _norm(config, config.mlp_dim)
-        self.fc2 = nn.Linear(config.mlp_dim, config.width)
+        self.fc2 = nn.Linear(config.mlp_dim, config.width, bias=config.proj_bias)
         self.drop2 = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,14 +168,14 @@ class SwiGLU(nn.Module):
 
     def __init__(self, config: ViTConfig):
         super().__init__()
-        self.fc1_g = nn.Linear(config.width, config.mlp_dim)
-        self.fc1_x = nn.Linear(config.width, config.mlp_dim)
+        self.fc1_g = nn.Linear(config.width, config.mlp_dim, bias=config.proj_bias)
+        self.fc1_x = nn.Linear(config.width, config.mlp_dim, bias=config.proj_bias)
         self.act = _activation(config)
         self.drop1 = nn.Dropout(config.dropout)
         self.inner_norm = config.mlp_norm
         if self.inner_norm:
             self.norm = _norm(config, config.mlp_dim)
-        self.fc2 = nn.Linear(config.mlp_dim, config.width)
+        self.fc2 = nn.Linear(config.mlp_dim, config.width, bias=config.proj_bias)
         self.drop2 = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +265,7 @@ class MAPHead(nn.Module):
         self.proj = nn.Linear(d, d)
         self.norm = _norm(config)
         # timm's AttentionPoolLatent MLP: plain, of the blocks' fc1 width (its hidden = width * mlp_ratio), no dropout.
-        self.mlp = MlpBlock(config, hidden=config.mlp_fc1_dim, dropout=0.0, norm=False)
+        self.mlp = MlpBlock(config, hidden=config.mlp_fc1_dim, dropout=0.0, norm=False, bias=True)
 
     def forward(self, x: torch.Tensor, return_probs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The pooled (B, D); with return_probs, also the latent's attention over the tokens, (B, heads, 1, T)."""
@@ -372,7 +383,8 @@ class ViT(nn.Module):
                 for linear in module.children():
                     if isinstance(linear, nn.Linear):
                         nn.init.xavier_uniform_(linear.weight)
-                        nn.init.normal_(linear.bias, std=1e-6)
+                        if linear.bias is not None:
+                            nn.init.normal_(linear.bias, std=1e-6)
         for block in self.blocks:
             for linear in (block.attn.qkv, block.attn.proj):
                 nn.init.xavier_uniform_(linear.weight)
@@ -475,12 +487,15 @@ class ViT(nn.Module):
         cfg = self.config
         if cfg.pool == "cls":
             return x[:, 0]
-        patches = x[:, cfg.num_prefix_tokens :] if cfg.num_prefix_tokens else x  # timm pools the patch tokens
+        # timm pools the patch tokens, or every token (pool_include_prefix)
+        patches = x[:, cfg.num_prefix_tokens :] if cfg.num_prefix_tokens and not cfg.pool_include_prefix else x
         if cfg.pool == "mean":
             # With final_norm="tokens", every token is normed first (Google's "gap", timm's fc_norm=False).
             return patches.mean(dim=1)
         if cfg.pool == "map":
-            x, inter["attn_pool"] = self.attn_pool(patches, return_probs=True)
+            x, probs = self.attn_pool(patches, return_probs=True)
+            # The patch columns (pool_include_prefix: the prefix tokens' are left out, as from every attention map).
+            inter["attn_pool"] = probs[..., cfg.num_prefix_tokens :] if cfg.pool_include_prefix else probs
             return x
         return x  # "none": every token
 
@@ -505,9 +520,11 @@ def _init_gate_like_timm(mlp: nn.Module) -> None:
     """timm's GluMlp/SwiGLU.init_weights: the gate projection near zero (normal(1e-6)) with bias one. timm's GluMlp
     takes the second half of fc1 for it, also where SwiGLUPacked gates with the first: copied as timm does it."""
     if isinstance(mlp, SwiGLU):
-        nn.init.ones_(mlp.fc1_g.bias)
+        if mlp.fc1_g.bias is not None:
+            nn.init.ones_(mlp.fc1_g.bias)
         nn.init.normal_(mlp.fc1_g.weight, std=1e-6)
     else:
         half = mlp.fc1.weight.shape[0] // 2
-        nn.init.ones_(mlp.fc1.bias[half:])
+        if mlp.fc1.bias is not None:
+            nn.init.ones_(mlp.fc1.bias[half:])
         nn.init.normal_(mlp.fc1.weight[half:], std=1e-6)

@@ -50,6 +50,6 @@ def module_order(config: ViTConfig) -> list[str]:
     with torch.device("meta"):
         model = ViT(config)
     names = [n for n, _ in model.named_modules() if n]
-    # Parameters go where timm's forward uses them: after the patch embedding.
-    i = names.index("patch_embed.proj") + 1
+    # Parameters go where timm's forward uses them: after the patch embedding (its projection, and norm if any).
+    i = max(j for j, n in enumerate(names) if n.startswith("patch_embed.")) + 1
     return names[:i] + [k for k in TOP_LEVEL if isinstance(getattr(model, k, None), torch.nn.Parameter)] + names[i:]

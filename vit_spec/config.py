@@ -103,6 +103,14 @@ class ViTConfig:
         qk_norm: normalise queries and keys per head over head_dim (timm `qk_norm=True`: attn.q_norm, attn.k_norm).
         distilled: DeiT's distillation token and second head (timm VisionTransformerDistilled: dist_token,
             head_dist); the output is the mean of the two heads' logits, in training as in inference.
+        patch_norm: a norm on the patch embeddings, after the projection, before the position embedding (timm
+            `embed_norm_layer`, tensor patch_embed.norm; AIMv2).
+        attn_norm: a norm on each attention output before its projection (timm `scale_attn_norm=True`, tensor
+            attn.norm; BEiT-3).
+        proj_bias: whether the attention output projection and the MLPs' layers have biases (timm `proj_bias`;
+            False in AIMv2). The MAP head keeps its biases, as timm's.
+        pool_include_prefix: mean or MAP pooling over every token, the prefix tokens too (timm
+            `pool_include_prefix=True`); False pools the patch tokens only. Needs prefix tokens.
     """
 
     image_size: int | tuple[int, int] = 224
@@ -137,6 +145,10 @@ class ViTConfig:
     norm: str = "layer"
     qk_norm: bool = False
     distilled: bool = False
+    patch_norm: bool = False
+    attn_norm: bool = False
+    proj_bias: bool = True
+    pool_include_prefix: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep hashable, comparable tuples.
@@ -203,7 +215,8 @@ class ViTConfig:
 
     def _validate_features(self) -> None:
         """The timm architecture features: each value, then the combinations that do not make a model."""
-        for name in ("pos_embed_covers_prefix", "pre_norm", "patch_bias", "mlp_norm", "qk_norm", "distilled"):
+        for name in ("pos_embed_covers_prefix", "pre_norm", "patch_bias", "mlp_norm", "qk_norm", "distilled", "patch_norm",
+                     "attn_norm", "proj_bias", "pool_include_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.class_token is not None and not isinstance(self.class_token, bool):
@@ -230,6 +243,17 @@ class ViTConfig:
                 )
             if self.final_norm == "pooled":
                 raise ConfigError("pool='none' pools nothing for final_norm='pooled' to norm: use final_norm='tokens' or 'none'")
+        if self.pool_include_prefix:
+            if self.pool not in ("mean", "map"):
+                raise ConfigError(
+                    f"pool_include_prefix=True widens mean or MAP pooling to the prefix tokens, but pool={self.pool!r}: "
+                    "set pool='mean' or 'map', or pool_include_prefix=False"
+                )
+            if not self.num_prefix_tokens:
+                raise ConfigError(
+                    "pool_include_prefix=True, but the model has no prefix tokens (no [CLS], distillation or register "
+                    "tokens): it pools the patches either way; set pool_include_prefix=False"
+                )
         gated = _GATED_ACTIVATION.get(self.mlp)
         if gated and self.activation != gated:
             raise ConfigError(
@@ -387,7 +411,8 @@ class ViTConfig:
 # their defaults.
 FEATURE_FIELDS = (
     "layer_scale_init", "class_token", "reg_tokens", "pos_embed_covers_prefix", "final_norm", "pre_norm", "patch_bias",
-    "activation", "mlp", "mlp_norm", "norm", "qk_norm", "distilled",
+    "activation", "mlp", "mlp_norm", "norm", "qk_norm", "distilled", "patch_norm", "attn_norm", "proj_bias",
+    "pool_include_prefix",
 )
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
 

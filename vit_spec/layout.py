@@ -36,14 +36,17 @@ def _mlp_shapes(config: ViTConfig, prefix: str) -> dict[str, tuple[int, ...]]:
     if config.mlp == "swiglu":
         for part in ("fc1_g", "fc1_x"):
             shapes[f"{prefix}{part}.weight"] = (m, d)
-            shapes[f"{prefix}{part}.bias"] = (m,)
+            if config.proj_bias:
+                shapes[f"{prefix}{part}.bias"] = (m,)
     else:
         shapes[prefix + "fc1.weight"] = (config.mlp_fc1_dim, d)
-        shapes[prefix + "fc1.bias"] = (config.mlp_fc1_dim,)
+        if config.proj_bias:
+            shapes[prefix + "fc1.bias"] = (config.mlp_fc1_dim,)
     if config.mlp_norm:
         shapes.update(_norm_shapes(config, prefix + "norm.", m))
     shapes[prefix + "fc2.weight"] = (d, m)
-    shapes[prefix + "fc2.bias"] = (d,)
+    if config.proj_bias:
+        shapes[prefix + "fc2.bias"] = (d,)
     return shapes
 
 
@@ -81,6 +84,8 @@ def param_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
     shapes["patch_embed.proj.weight"] = (d, config.channels, ph, pw)
     if config.patch_bias:
         shapes["patch_embed.proj.bias"] = (d,)
+    if config.patch_norm:
+        shapes.update(_norm_shapes(config, "patch_embed.norm.", d))
     if config.pre_norm:
         shapes.update(_norm_shapes(config, "norm_pre.", d))
     for i in range(config.depth):
@@ -92,8 +97,11 @@ def param_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
         if config.qk_norm:
             shapes.update(_norm_shapes(config, p + "attn.q_norm.", config.head_dim))
             shapes.update(_norm_shapes(config, p + "attn.k_norm.", config.head_dim))
+        if config.attn_norm:
+            shapes.update(_norm_shapes(config, p + "attn.norm.", d))
         shapes[p + "attn.proj.weight"] = (d, d)
-        shapes[p + "attn.proj.bias"] = (d,)
+        if config.proj_bias:
+            shapes[p + "attn.proj.bias"] = (d,)
         if config.layer_scale_init:
             shapes[p + "ls1.gamma"] = (d,)
         shapes.update(_norm_shapes(config, p + "norm2.", d))
@@ -228,7 +236,7 @@ def sincos_2d(config: ViTConfig, temperature: float = 10_000.0) -> np.ndarray:
 # Norm scales and layer-scale gains of the architecture features (kept apart from the standard tensors' rule so
 # that the standard ViT's draws, and the parity suite's weights, stay as they were).
 _FEATURE_SCALES = ("norm_pre.weight", "fc_norm.weight", "q_norm.weight", "k_norm.weight", "mlp.norm.weight",
-                   "attn_pool.norm.weight", ".gamma")
+                   "attn_pool.norm.weight", ".gamma", "patch_embed.norm.weight", "attn.norm.weight")
 
 
 def random_weights(config: ViTConfig, seed: int = 0, dtype: str = "float32") -> dict[str, np.ndarray]:

@@ -384,6 +384,17 @@ def architecture_for(config: ViTConfig) -> tuple[str | None, str]:
     Returns ("", "") for a model without any of their features (hf.py's ViT classes write it).
     """
     c = config
+    # Features no Hugging Face vision class has (AIMv2's patch norm and bias-free projections, BEiT-3's attention
+    # norm, pooling over the prefix tokens): refused whatever the rest.
+    missing = [what for what, present in (
+        ("norm on the patch embeddings (patch_norm)", c.patch_norm),
+        ("norm on the attention output (attn_norm)", c.attn_norm),
+        ("bias-free projections (proj_bias=False)", not c.proj_bias),
+        ("pooling over the prefix tokens (pool_include_prefix)", c.pool_include_prefix),
+    ) if present]
+    if missing:
+        return None, (f"the Hugging Face classes written here (ViT, DeiT, Dinov2, CLIP, Siglip) have no "
+                      f"{' or '.join(missing)}; transformers' AIMv2 classes are not among them: use --to timm")
     features = [f for f in ("layer_scale_init", "reg_tokens", "pre_norm", "distilled") if getattr(c, f)]
     if not features and c.pool in ("cls",) and c.has_class_token and c.final_norm == "tokens" and c.patch_bias \
             and c.activation == "gelu" and c.mlp == "plain" and c.norm == "layer" and not c.qk_norm and not c.mlp_norm \

@@ -5,14 +5,15 @@ but the number of heads, and each architecture feature that has tensors of its o
 tokens and their count, the distillation token and second head, layer scale (ls1/ls2 gammas), a MAP head
 (attn_pool.*), where the final norm sits (norm vs fc_norm, or neither), a norm before the blocks (norm_pre), a
 patch projection without bias, qk-norm (q_norm/k_norm), RMSNorm (norms without bias), a gated MLP (fc1_g/fc1_x, or
-an fc1 twice as wide as fc2 reads: packed), a norm inside the MLP (mlp.norm), and whether the position table has
-slots for the prefix tokens (its length against the patch grid). What it does not record (heads, the activation
-and GELU form, norm epsilon, whether a packed GLU is SwiGLU or GeGLU, mean vs [CLS] pooling where both fit, image
-size, input normalisation) comes from `--variant` (this project's name or any timm name: see variants.py), the
+an fc1 twice as wide as fc2 reads: packed), a norm inside the MLP (mlp.norm), a norm on the patch embeddings
+(patch_embed.norm), a norm on the attention output (attn.norm), projections without bias (attn.proj.bias absent:
+proj_bias=False), and whether the position table has slots for the prefix tokens (its length against the patch grid).
+What it does not record (heads, the activation and GELU form, norm epsilon, whether a packed GLU is SwiGLU or GeGLU,
+mean vs [CLS] pooling where both fit, whether pooling includes the prefix tokens, image size, input normalisation) comes from `--variant` (this project's name or any timm name: see variants.py), the
 flags, or for files this project wrote the "vit_timm" metadata (the whole config); what is still unknown is
 assumed to be timm's default and reported. Contradictions between the file and the name are refused naming both;
-timm models the twins cannot compute (hybrid CNN stems, parallel blocks, differential attention, a norm on the
-patch embeddings or the attention output, ...) are refused with the reason.
+timm models the twins cannot compute (hybrid CNN stems, parallel blocks, differential attention, relative position
+biases, rope, ...) are refused with the reason.
 """
 
 from __future__ import annotations
@@ -35,11 +36,9 @@ METADATA_KEY = "vit_timm"  # JSON: {"config": the ViTConfig dict, "constructor":
 # Keys of timm models that compute something this project's ViT does not, and what each means.
 _UNSUPPORTED = (
     (r"patch_embed\.backbone\.", "is a hybrid with a CNN stem (HybridEmbed)"),
-    (r"patch_embed\.norm\.", "norms the patch embeddings (embed_norm_layer, as AIMv2)"),
     (r"blocks\.\d+\.(in_proj|in_norm|attn_out_proj|mlp_out_proj)\.", "has parallel attention and MLP blocks (ParallelScalingBlock)"),
     (r"blocks\.\d+\.(attns|ffns)\.", "has parallel attention and MLP blocks (ParallelThingsBlock)"),
     (r"blocks\.\d+\.attn\.(lambda_|sub_norm)", "has differential attention (DiffAttention)"),
-    (r"blocks\.\d+\.attn\.norm\.", "norms the attention output before its projection (scale_attn_norm, as BEiT-3)"),
     (r"blocks\.\d+\.attn\.relative_position", "has relative position biases (BEiT)"),
     (r"blocks\.\d+\.gamma_\d", "is a BEiT (gamma_1/gamma_2 layer scale, relative positions)"),
     (r"(blocks\.\d+\.attn\.)?rope|.*freqs", "has rotary position embeddings (rope)"),
@@ -55,7 +54,8 @@ TIMM_DEFAULTS = {
 }
 # Architecture facts the tensors decide, in the order contradictions with a name are listed.
 _DECIDED = ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias", "class_token", "reg_tokens", "distilled",
-            "layer_scale", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm", "mlp_kind", "map_pool")
+            "layer_scale", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm", "mlp_kind", "map_pool",
+            "patch_norm", "attn_norm", "proj_bias")
 _MLP_KIND = {"plain": "plain", "swiglu": "separate gated (fc1_g, fc1_x)", "swiglu_packed": "packed gated",
              "geglu": "packed gated"}
 
@@ -89,7 +89,6 @@ def _refuse_unsupported(arrays: Mapping[str, np.ndarray], source: str) -> None:
     for name, what in (
         ("pos_embed", "has no position embedding (pos_embed='none')"),
         ("blocks.0.attn.qkv.weight", "has no fused qkv projection in its blocks"),
-        ("blocks.0.attn.proj.bias", "has an attention projection without bias (proj_bias=False)"),
     ):
         if name not in arrays:
             raise refuse(what)
@@ -152,6 +151,9 @@ def tensor_fields(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[s
         mlp_norm="blocks.0.mlp.norm.weight" in arrays,
         mlp_kind=_MLP_KIND[mlp_kind],
         map_pool="attn_pool.latent" in arrays,
+        patch_norm="patch_embed.norm.weight" in arrays,
+        attn_norm="blocks.0.attn.norm.weight" in arrays,
+        proj_bias="blocks.0.attn.proj.bias" in arrays,
         num_classes=_shape(arrays, "head.weight")[0] if "head.weight" in arrays else 0,
         representation_size=_shape(arrays, "pre_logits.fc.weight")[0] if "pre_logits.fc.weight" in arrays else None,
     )
@@ -171,7 +173,9 @@ def tensor_fields(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[s
         pre_norm=has("norm_pre.weight", "norm_pre"), patch_bias=has("patch_embed.proj.bias", "patch_embed.proj.bias"),
         norm=has("blocks.0.norm1.bias", "blocks.0.norm1.bias"), qk_norm=has("blocks.0.attn.q_norm.weight", "attn.q_norm"),
         mlp_norm=has("blocks.0.mlp.norm.weight", "mlp.norm"), mlp_kind=mlp_evidence,
-        map_pool=has("attn_pool.latent", "attn_pool.*"),
+        map_pool=has("attn_pool.latent", "attn_pool.*"), patch_norm=has("patch_embed.norm.weight", "patch_embed.norm"),
+        attn_norm=has("blocks.0.attn.norm.weight", "blocks.0.attn.norm"),
+        proj_bias=has("blocks.0.attn.proj.bias", "blocks.0.attn.proj.bias"),
     )
     return fields, evidence
 
@@ -179,7 +183,8 @@ def tensor_fields(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[s
 def _name_facts(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A name's fields as the _DECIDED facts, for those it fixes."""
     facts = {k: fields[k] for k in ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias", "reg_tokens",
-                                    "distilled", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm")
+                                    "distilled", "final_norm", "pre_norm", "patch_bias", "norm", "qk_norm", "mlp_norm",
+                                    "patch_norm", "attn_norm", "proj_bias")
              if k in fields}
     if "class_token" in fields:
         facts["class_token"] = fields["class_token"] if fields["class_token"] is not None else fields.get("pool") == "cls"
@@ -287,7 +292,8 @@ def config_from_shared_layout(
 
     fields: dict[str, Any] = {k: decided[k] for k in ("width", "depth", "mlp_dim", "patch_size", "channels", "qkv_bias",
                                                       "reg_tokens", "distilled", "final_norm", "pre_norm", "patch_bias",
-                                                      "norm", "qk_norm", "mlp_norm", "num_classes", "representation_size")}
+                                                      "norm", "qk_norm", "mlp_norm", "num_classes", "representation_size",
+                                                      "patch_norm", "attn_norm", "proj_bias")}
     fields["heads"] = merged["heads"]
     for name in ("dropout", "attention_dropout", "drop_path"):
         if name in merged:
@@ -309,6 +315,10 @@ def config_from_shared_layout(
                          "builds for average pooling; a --variant name says otherwise where it differs")
     fields["pool"] = pool
     fields["class_token"] = None if has_cls == (pool == "cls") else has_cls
+    # Whether mean/MAP pooling takes the prefix tokens too: no tensor shows it; the name's (timm pool_include_prefix).
+    prefix_tokens = int(has_cls) + int(decided["distilled"]) + decided["reg_tokens"]
+    if merged.get("pool_include_prefix") and pool in ("mean", "map") and prefix_tokens:
+        fields["pool_include_prefix"] = True
     # The activation: the name's, --activation, or timm's defaults (GELU; SiLU for SwiGLU's separate gate).
     mlp = decided["_mlp"]
     act = merged.get("activation")
@@ -559,6 +569,10 @@ def timm_constructor(config: ViTConfig) -> tuple[str, list[tuple[str, str]], lis
         kw.append(("qk_norm", "True"))
     if config.mlp_norm:
         kw.append(("scale_mlp_norm", "True"))
+    if config.attn_norm:
+        kw.append(("scale_attn_norm", "True"))
+    if not config.proj_bias:
+        kw.append(("proj_bias", "False"))
     if config.layer_scale_init:
         kw.append(("init_values", repr(config.layer_scale_init)))
     if not config.has_class_token:
@@ -571,6 +585,8 @@ def timm_constructor(config: ViTConfig) -> tuple[str, list[tuple[str, str]], lis
         kw.append(("pre_norm", "True"))
     if config.pool != "cls":
         kw.append(("global_pool", repr(_POOL[config.pool])))
+    if config.pool_include_prefix:
+        kw.append(("pool_include_prefix", "True"))
     if config.final_norm == "none":
         kw.append(("final_norm", "False"))
     elif (config.final_norm == "pooled") != (config.pool == "mean"):  # timm's fc_norm=None: fc_norm for avg pooling
@@ -579,12 +595,13 @@ def timm_constructor(config: ViTConfig) -> tuple[str, list[tuple[str, str]], lis
                        ("attn_drop_rate", config.attention_dropout), ("drop_path_rate", config.drop_path)):
         if rate:
             kw.append((name, repr(rate)))
-    if config.norm == "rms":
-        layers.append("RmsNorm")
-        kw.append(("norm_layer", f"functools.partial(RmsNorm, eps={config.layer_norm_eps!r})"))
-    elif config.layer_norm_eps != 1e-6:
-        layers.append("LayerNorm")
-        kw.append(("norm_layer", f"functools.partial(LayerNorm, eps={config.layer_norm_eps!r})"))
+    norm_layer = f"functools.partial({'RmsNorm' if config.norm == 'rms' else 'LayerNorm'}, eps={config.layer_norm_eps!r})"
+    if config.norm == "rms" or config.layer_norm_eps != 1e-6:
+        layers.append("RmsNorm" if config.norm == "rms" else "LayerNorm")
+        kw.append(("norm_layer", norm_layer))
+    if config.patch_norm:  # the same norm as the blocks' (AIMv2's RmsNorm), named apart by timm
+        layers.append("RmsNorm" if config.norm == "rms" else "LayerNorm")
+        kw.append(("embed_norm_layer", norm_layer))
     if config.activation != "gelu":
         kw.append(("act_layer", repr(_ACT[config.activation])))
     elif config.gelu == "tanh":

@@ -86,8 +86,6 @@ def model_fields(model: Any, name: str | None = None) -> tuple[dict[str, Any], l
         backbone = getattr(embed, "backbone", None)
         stem = f" (a {type(backbone).__name__} stem)" if backbone is not None else ""
         raise _unsupported(name, f"embeds patches with {type(embed).__name__}{stem}, a CNN before the patch projection")
-    if not _is_identity(getattr(embed, "norm", None)):
-        raise _unsupported(name, f"norms the patch embeddings ({type(embed.norm).__name__}, embed_norm_layer)")
     if model.pos_embed is None:
         raise _unsupported(name, "has no position embedding (pos_embed='none')")
     block = model.blocks[0]
@@ -100,16 +98,18 @@ def model_fields(model: Any, name: str | None = None) -> tuple[dict[str, Any], l
     attn = block.attn
     if type(attn).__name__ != "Attention":
         raise _unsupported(name, f"has {type(attn).__name__} attention")
-    if not _is_identity(getattr(attn, "norm", None)):
-        raise _unsupported(name, "norms the attention output before its projection (scale_attn_norm, BEiT-3)")
-    if attn.proj.bias is None:
-        raise _unsupported(name, "has no attention projection bias (proj_bias=False)")
     pool = model.global_pool
     if pool not in _POOL:
         raise _unsupported(name, f"pools with global_pool={pool!r}")
-    if model.pool_include_prefix and model.num_prefix_tokens:
-        raise _unsupported(name, "pools over the prefix tokens too (pool_include_prefix=True)")
     norm, eps = _norm(block.norm1, name, "blocks")
+    # The norms of the features timm builds with norm_layer (or, for the patch embeddings, embed_norm_layer): the
+    # twins build them as the blocks' norm.
+    for module, where in ((getattr(embed, "norm", None), "the patch embeddings (embed_norm_layer)"),
+                          (getattr(attn, "norm", None), "the attention output (scale_attn_norm)")):
+        if not _is_identity(module) and _norm(module, name, where) != (norm, eps):
+            kind, other = _norm(module, name, where)
+            raise _unsupported(name, f"norms {where} with {kind} norm eps {other}, its blocks with {norm} norm eps {eps}")
+    proj_bias = attn.proj.bias is not None
     activation, gelu = _activation(getattr(block.mlp, "act", None), name)
     mlp = block.mlp
     kind = type(mlp).__name__
@@ -125,8 +125,9 @@ def model_fields(model: Any, name: str | None = None) -> tuple[dict[str, Any], l
         gate = f", gate_last={mlp.gate_last}" if hasattr(mlp, "gate_last") else ""
         raise _unsupported(name, f"has a {kind} MLP with {activation}{gate}")
     fcs = [mlp.fc1_g, mlp.fc1_x, mlp.fc2] if mlp_kind == "swiglu" else [mlp.fc1, mlp.fc2]
-    if any(fc.bias is None for fc in fcs):
-        raise _unsupported(name, "has MLP layers without bias")
+    if any((fc.bias is not None) != proj_bias for fc in fcs):
+        raise _unsupported(name, f"has MLP layers {'without' if proj_bias else 'with'} bias but an attention projection "
+                                 f"{'with' if proj_bias else 'without'} (proj_bias)")
     if model.attn_pool is not None:
         ap = model.attn_pool
         if (type(ap).__name__ != "AttentionPoolLatent" or ap.latent_len != 1 or getattr(ap, "pos_embed", None) is not None
@@ -171,6 +172,11 @@ def model_fields(model: Any, name: str | None = None) -> tuple[dict[str, Any], l
         norm=norm,
         qk_norm=not _is_identity(attn.q_norm),
         distilled=distilled,
+        patch_norm=not _is_identity(getattr(embed, "norm", None)),
+        attn_norm=not _is_identity(getattr(attn, "norm", None)),
+        proj_bias=proj_bias,
+        # timm's flag counts only where mean/MAP pooling has prefix tokens to include
+        pool_include_prefix=bool(model.pool_include_prefix and model.num_prefix_tokens and _POOL[pool] in ("mean", "map")),
     )
     if "mean" in cfg and "std" in cfg:
         fields["image_mean"] = tuple(float(v) for v in cfg["mean"])

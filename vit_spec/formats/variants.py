@@ -124,7 +124,7 @@ def _timm_variant(name: str, flags: Flags, source: str) -> Variant:
 STANDARD_FEATURES: dict[str, Any] = dict(
     qkv_bias=True, pool="cls", layer_scale_init=None, class_token=True, reg_tokens=0, pos_embed_covers_prefix=True,
     final_norm="tokens", pre_norm=False, patch_bias=True, activation="gelu", mlp="plain", mlp_norm=False, norm="layer",
-    qk_norm=False, distilled=False,
+    qk_norm=False, distilled=False, patch_norm=False, attn_norm=False, proj_bias=True, pool_include_prefix=False,
 )
 
 
