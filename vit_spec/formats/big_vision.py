@@ -42,6 +42,7 @@ from vit_spec.formats.google_npz import (
     find_prefix,
     grid_of,
     head_from_flax,
+    head_to_flax,
     heads_of,
     npz_mismatches,
     refuse_hybrid,
@@ -319,12 +320,7 @@ def to_big_vision(
     out["Transformer/encoder_norm/scale"], out["Transformer/encoder_norm/bias"] = sd["norm.weight"], sd["norm.bias"]
     if config.pool == "map":
         out.update(_map_head_to_flax(sd, config.heads))
-    if config.representation_size:
-        out["pre_logits/kernel"] = np.ascontiguousarray(sd["pre_logits.fc.weight"].T)
-        out["pre_logits/bias"] = sd["pre_logits.fc.bias"]
-    if config.num_classes:
-        out["head/kernel"] = np.ascontiguousarray(sd["head.weight"].T)
-        out["head/bias"] = sd["head.bias"]
+    head_to_flax(sd, out)
     if prefix is None:
         prefix = "params/img/" if config.pool == "map" and not config.has_class_token else "params/"
     pool_type = {"cls": "tok", "mean": "gap", "map": "map"}[config.pool]

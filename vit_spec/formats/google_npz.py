@@ -160,6 +160,16 @@ def head_from_flax(tree: FlaxTree, out: dict[str, np.ndarray]) -> None:
         out["head.bias"] = tree.take("head/bias", 1)
 
 
+def head_to_flax(sd: Mapping[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+    """head_from_flax's inverse: the pre-logits layer and the head, where the state dict has them."""
+    if "pre_logits.fc.weight" in sd:
+        out["pre_logits/kernel"] = np.ascontiguousarray(sd["pre_logits.fc.weight"].T)
+        out["pre_logits/bias"] = sd["pre_logits.fc.bias"]
+    if "head.weight" in sd:
+        out["head/kernel"] = np.ascontiguousarray(sd["head.weight"].T)
+        out["head/bias"] = sd["head.bias"]
+
+
 def grid_of(
     n: int, patch: tuple[int, int], image_size: int | tuple[int, int] | None, what: str,
     flags: Flags = CONVERT_FLAGS, source: str = "FILE",
@@ -289,10 +299,5 @@ def to_google(checkpoint: Checkpoint, accept_mismatch: bool = False) -> tuple[di
         for k, v in block_to_flax(block, config.heads).items():
             out[f"Transformer/encoderblock_{i}/{k}"] = v
     out["Transformer/encoder_norm/scale"], out["Transformer/encoder_norm/bias"] = sd["norm.weight"], sd["norm.bias"]
-    if config.representation_size:
-        out["pre_logits/kernel"] = np.ascontiguousarray(sd["pre_logits.fc.weight"].T)
-        out["pre_logits/bias"] = sd["pre_logits.fc.bias"]
-    if config.num_classes:
-        out["head/kernel"] = np.ascontiguousarray(sd["head.weight"].T)
-        out["head/bias"] = sd["head.bias"]
+    head_to_flax(sd, out)
     return {k: out[k] for k in sorted(out)}, notes
