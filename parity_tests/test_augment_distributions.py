@@ -2,6 +2,7 @@
 train.jax_loop.augment (JAX), by two-sample tests on what each output reveals of its draws.
 
 - crop offsets and flips, read off an image whose pixels encode their own row and column;
+- the random-resized crop's boxes (area fraction, aspect, placement), read off the same kind of image;
 - the mixing coefficient lambda of mixup and of CutMix, read off the targets of a two-image batch;
 - how often a batch is mixed at all (mix_prob), and how often by CutMix (switch_prob);
 - how often RandAugment changes an image (its per-op probability, over 12 of the 14 ops that change it).
@@ -157,6 +158,136 @@ def test_flip_negative_control_p_04_against_05():
     pixels = np.stack([flip(image).numpy().transpose(1, 2, 0) for _ in range(N_IMAGES)])
     p, message = flip_comparison(read_shifts_and_flips(pixels)[2], jax_crops(CROP_FLIP)[2])
     assert p < P_MIN, "the flip test cannot tell p 0.4 from 0.5:\n" + message
+
+
+# --- random-resized crops --------------------------------------------------------------------------
+
+N_RESIZED = 2048  # random-resized crops per framework
+# Not square, so that width and height are not interchangeable; sides below 255, so that the position
+# image's values fit in uint8.
+RESIZED_SHAPE = (40, 56)
+RESIZED = AugmentConfig(**{**PLAIN, "crop_padding": 0, "random_resized_crop": True, "flip": False})
+
+
+def position_ramp(shape: tuple[int, int]) -> np.ndarray:
+    """`position_image` of any (H, W): channel 0 is row + 1, channel 1 is column + 1."""
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    return np.stack([rows + 1, cols + 1, np.zeros_like(rows)], -1).astype(np.uint8)
+
+
+def read_boxes(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) random-resized crops of `position_ramp` -> each one's box (N, 4): top, left, height, width.
+
+    A box is never larger than the image, so the resize never shrinks: the triangle spans one source pixel
+    either side, and the first and last output rows, whose centres lie within half a pixel of the box's
+    edges, show the box's first and last source rows exactly. The rows between are the bilinear ramp
+    between them; each output is checked to be it (to a level), so a misread cannot pass.
+    """
+    n, h, w, _ = pixels.shape
+    top, bottom = pixels[:, 0, 0, 0].astype(int) - 1, pixels[:, -1, 0, 0].astype(int) - 1
+    left, right = pixels[:, 0, 0, 1].astype(int) - 1, pixels[:, 0, -1, 1].astype(int) - 1
+    boxes = np.stack([top, left, bottom - top + 1, right - left + 1], 1)
+    for axis, (start, length, size) in enumerate([(top, boxes[:, 2], h), (left, boxes[:, 3], w)]):
+        # Output i samples the box at start + length / size * (i + 0.5) - 0.5, clamped to its pixels.
+        centre = (np.arange(size) + 0.5) * (length[:, None] / size) - 0.5
+        want = start[:, None] + 1 + np.clip(centre, 0, length[:, None] - 1)
+        got = pixels[:, :, 0, 0] if axis == 0 else pixels[:, 0, :, 1]
+        apart = np.abs(got - want).max(1)
+        assert (apart <= 1.0).all(), f"output {np.argmax(apart)} is no resized box of the position image"
+    assert (boxes[:, 2:] >= 1).all() and (boxes[:, 0] + boxes[:, 2] <= h).all() and (boxes[:, 1] + boxes[:, 3] <= w).all()
+    return boxes
+
+
+@functools.lru_cache(maxsize=None)
+def torch_boxes(cfg: AugmentConfig, shape: tuple[int, int], n: int = N_RESIZED) -> np.ndarray:
+    torch.manual_seed(SEED)
+    images = torch.from_numpy(position_ramp(shape)).expand(n, -1, -1, -1).contiguous()
+    x, _ = torch_augment.augment_batch(images, torch.zeros(n, dtype=torch.int64), 10, cfg)
+    return read_boxes(_pixels(x.numpy().transpose(0, 2, 3, 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def jax_boxes(cfg: AugmentConfig, shape: tuple[int, int], n: int = N_RESIZED) -> np.ndarray:
+    images = np.broadcast_to(position_ramp(shape), (n, *shape, 3))
+    fn = jax.jit(augment.augment_batch, static_argnums=(3, 4))
+    x, _ = fn(jax.random.key(SEED), images, np.zeros(n, np.int32), 10, cfg)
+    return read_boxes(_pixels(np.asarray(x)))
+
+
+def box_statistics(boxes: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """What each box says of its draws: area fraction, log aspect (width / height), and where it lies in
+    the room left to it (top / (H - height), left / (W - width), for boxes with room on that axis)."""
+    top, left, bh, bw = boxes.T.astype(np.float64)
+    h, w = shape
+    return {
+        "area fraction": bh * bw / (h * w),
+        "log aspect": np.log(bw / bh),
+        "relative top": top[bh < h] / (h - bh[bh < h]),
+        "relative left": left[bw < w] / (w - bw[bw < w]),
+    }
+
+
+def binned_counts(a: np.ndarray, b: np.ndarray, bins: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both samples counted in the same bins: quantiles of the pooled sample (values are discrete, so
+    repeated edges merge)."""
+    edges = np.unique(np.quantile(np.concatenate([a, b]), np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return np.histogram(a, edges)[0], np.histogram(b, edges)[0], edges
+
+
+def box_comparisons(
+    torch_cfg: AugmentConfig, jax_cfg: AugmentConfig, shape: tuple[int, int]
+) -> list[tuple[str, float, str]]:
+    """Per statistic of `box_statistics`: its name, the chi-square p-value that both frameworks draw it
+    alike, and what to print if they do not."""
+    t_stats = box_statistics(torch_boxes(torch_cfg, shape), shape)
+    j_stats = box_statistics(jax_boxes(jax_cfg, shape), shape)
+    out = []
+    for name in t_stats:
+        t_counts, j_counts, edges = binned_counts(t_stats[name], j_stats[name])
+        p = two_sample_counts_p(t_counts, j_counts)
+        describe = lambda cfg, v: (
+            f"scale {cfg.crop_scale}, ratio {tuple(round(r, 3) for r in cfg.crop_ratio)}: mean {v.mean():.4f}"
+        )
+        out.append((name, p, (
+            f"random-resized crop {name} distributions differ on {shape}, chi-square p = {p:.3g}\n"
+            f"bin edges {np.round(edges[1:-1], 3).tolist()}\n"
+            f"torch ({describe(torch_cfg, t_stats[name])}), counts {t_counts.tolist()}\n"
+            f"jax ({describe(jax_cfg, j_stats[name])}), counts {j_counts.tolist()}"
+        )))
+    return out
+
+
+def test_random_resized_crop_boxes_match_jax():
+    shape = RESIZED_SHAPE
+    for _, p, message in box_comparisons(RESIZED, RESIZED, shape):
+        assert p >= P_MIN, message
+    # And against what the draws should give: at scale (0.08, 1) an area fraction below 0.08 only by
+    # rounding a side, and placement uniform in the room left.
+    for name, boxes in {"torch": torch_boxes(RESIZED, shape), "jax": jax_boxes(RESIZED, shape)}.items():
+        area = box_statistics(boxes, shape)["area fraction"]
+        assert area.min() > 0.06 and area.max() <= 1.0, f"{name} area fractions in [{area.min():.3f}, {area.max():.3f}]"
+        top, bh = boxes[:, 0], boxes[:, 2]
+        room = shape[0] - bh
+        # top is uniform on 0..room: its mean over boxes with room is half the room's
+        ratio = top[room > 0].sum() / room[room > 0].sum()
+        assert abs(ratio - 0.5) < 0.03, f"{name} boxes lie at {ratio:.3f} of their room on average, not 0.5"
+
+
+def test_random_resized_crop_negative_control_scale_008_against_02():
+    shape = RESIZED_SHAPE
+    wrong = dataclasses.replace(RESIZED, crop_scale=(0.2, 1.0))
+    rejected = {name: p < P_MIN for name, p, _ in box_comparisons(wrong, RESIZED, shape)}
+    messages = "\n".join(message for _, _, message in box_comparisons(wrong, RESIZED, shape))
+    assert rejected["area fraction"], "the box test cannot tell scale (0.08, 1) from (0.2, 1):\n" + messages
+
+
+def test_random_resized_crop_negative_control_ratio():
+    shape = RESIZED_SHAPE
+    wrong = dataclasses.replace(RESIZED, crop_ratio=(0.9, 1 / 0.9))
+    rejected = {name: p < P_MIN for name, p, _ in box_comparisons(wrong, RESIZED, shape)}
+    messages = "\n".join(message for _, _, message in box_comparisons(wrong, RESIZED, shape))
+    assert rejected["log aspect"], "the box test cannot tell ratio (0.9, 1.11) from (0.75, 1.33):\n" + messages
 
 
 # --- mixup and CutMix ------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""On-device augmentation: crop, flip, mixup/CutMix, and RandAugment's batched op families held to the per-op reference."""
+"""On-device augmentation: crop (padding or random-resized), flip, mixup/CutMix, and RandAugment's batched op
+families held to the per-op reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -162,6 +164,102 @@ def test_crop_and_flip_move_pixels_only():
     assert not np.array_equal(flipped, images)  # with 8 images, some flip (seeded)
 
 
+# --- the random-resized crop ------------------------------------------------------------------------
+
+RESIZED = AugmentConfig(crop_padding=0, random_resized_crop=True, flip=False)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (16, 16, 1)])
+def test_random_resized_crop_keeps_shape_and_dtype(shape):
+    images = np.random.default_rng(0).integers(0, 256, (8, *shape), dtype=np.uint8)
+    crop = jax.jit(augment.random_resized_crop, static_argnums=(2, 3))
+    out = crop(jax.random.key(0), images, (0.08, 1.0), (3 / 4, 4 / 3))
+    assert out.shape == images.shape and out.dtype == jnp.uint8
+    assert not np.array_equal(np.asarray(out), images)
+    floats = augment.random_resized_crop(jax.random.key(0), jnp.asarray(images, jnp.float32), (0.08, 1.0), (0.75, 1.0))
+    assert floats.dtype == jnp.float32 and floats.shape == images.shape
+
+
+def test_random_resized_crop_of_the_whole_image_is_the_identity():
+    # scale (1, 1) and ratio (1, 1) on a square image: every box is the image, and the resize is the identity.
+    images, _ = _batch(8)
+    out = augment.random_resized_crop(jax.random.key(0), jnp.asarray(images), (1.0, 1.0), (1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(out), images)
+    # So is any whole-image box resized to its own size, square or not.
+    tall = np.random.default_rng(1).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(augment.resized_crop(tall, np.asarray([[0, 0, 24, 40]] * 2))), tall)
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "ratio"),
+    [
+        ((32, 32), (0.08, 1.0), (3 / 4, 4 / 3)),
+        ((24, 40), (0.08, 1.0), (3 / 4, 4 / 3)),
+        ((32, 32), (0.5, 1.0), (0.2, 5.0)),  # wide and tall boxes: some attempts do not fit
+        ((32, 32), (0.9, 1.0), (3.0, 4.0)),  # no attempt ever fits: the centre-crop fallback, clamped to 3
+        ((24, 40), (0.9, 1.0), (0.5, 0.6)),  # the same on a wide image, clamped to 0.6
+    ],
+)
+def test_random_resized_crop_boxes_lie_inside_the_image(shape, scale, ratio):
+    h, w = shape
+    boxes = np.asarray(jax.jit(augment.random_resized_crop_boxes, static_argnums=(1, 2, 3, 4, 5))(
+        jax.random.key(2), 4096, h, w, scale, ratio
+    ))
+    top, left, bh, bw = boxes.T
+    assert boxes.dtype == np.int32 and boxes.shape == (4096, 4)
+    assert (bh >= 1).all() and (bw >= 1).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + bh <= h).all() and (left + bw <= w).all()
+    # The aspect within the drawn range, but for the rounding of each side (half a pixel).
+    aspect = bw / bh
+    assert (aspect >= ratio[0] * 0.8).all() and (aspect <= ratio[1] * 1.25).all(), (aspect.min(), aspect.max())
+    if scale[0] == 0.9:  # all fallbacks: one centred box with the aspect clamped, as torchvision's
+        want_h, want_w = (round(w / ratio[0]), w) if w / h < ratio[0] else (h, round(h * ratio[1]))
+        np.testing.assert_array_equal(boxes, np.asarray([[(h - want_h) // 2, (w - want_w) // 2, want_h, want_w]] * 4096))
+    else:  # the box's area fraction stays within the scale range, but for the rounding of its sides
+        area = bh * bw / (h * w)
+        assert area.min() >= scale[0] * 0.7 and area.max() <= 1.0, (area.min(), area.max())
+        # top and left take every position a box of the drawn size allows: none stuck at 0 or centred.
+        room = h - bh
+        assert len(np.unique(top[room > 8])) > 8 and (top[room > 0] == room[room > 0]).any()
+
+
+def test_random_resized_crop_is_reproducible_per_key_and_differs_per_image():
+    images, _ = _batch(1)
+    same = jnp.asarray(np.broadcast_to(images, (64, 32, 32, 3)))
+    crop = jax.jit(lambda k, x: augment.random_resized_crop(k, x, (0.08, 1.0), (3 / 4, 4 / 3)))
+    a, b, c = crop(jax.random.key(4), same), crop(jax.random.key(4), same), crop(jax.random.key(5), same)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    # One image 64 times over: each copy its own box (two may coincide: a box of the whole image is likely).
+    distinct = len({img.tobytes() for img in np.asarray(a)})
+    assert distinct >= 56, f"{distinct} distinct crops of 64 copies of one image"
+
+
+def test_augment_batch_with_the_random_resized_crop():
+    images, labels = _batch(16)
+    cfg = dataclasses.replace(RESIZED, flip=True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    x, targets = jax.jit(augment.augment_batch, static_argnums=(3, 4))(jax.random.key(0), images, labels, 10, cfg)
+    assert x.shape == (16, 32, 32, 3) and x.dtype == jnp.float32 and targets.shape == (16, 10)
+    # Cropped on uint8 and rounded there, as torchvision: whole levels after normalisation with mean 0, std 1.
+    levels = np.asarray(x) * 255
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-3)
+    assert not np.allclose(levels, images)
+
+
+def test_random_resized_crop_excludes_the_padding_crop_and_checks_its_ranges():
+    with pytest.raises(ValueError, match=r"random_resized_crop=True and crop_padding=4.*set crop_padding=0"):
+        AugmentConfig(random_resized_crop=True)
+    for bad in [(0.0, 1.0), (0.5, 0.4), (0.5, 1.5), (0.5,)]:
+        with pytest.raises(ValueError, match=r"crop_scale=.*0 < lo <= hi <= 1"):
+            AugmentConfig(crop_padding=0, random_resized_crop=True, crop_scale=bad)
+    for bad in [(0.0, 1.0), (2.0, 1.0), (-1.0, 1.0)]:
+        with pytest.raises(ValueError, match=r"crop_ratio=.*0 < lo <= hi"):
+            AugmentConfig(crop_padding=0, random_resized_crop=True, crop_ratio=bad)
+    # Lists (as from JSON) become tuples: the config stays hashable, as jit's static argument must be.
+    cfg = AugmentConfig(crop_padding=0, random_resized_crop=True, crop_scale=[0.2, 1], crop_ratio=[0.5, 2])
+    assert cfg.crop_scale == (0.2, 1.0) and cfg.crop_ratio == (0.5, 2.0) and hash(cfg) is not None
+
+
 def test_mixup_cutmix_mixes_targets_like_images():
     cfg = AugmentConfig(cutmix_alpha=1.0, mix_prob=1.0)
     images = jnp.zeros((4, 32, 32, 3)).at[:2].set(1.0)  # first half white, second black
@@ -178,19 +276,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from train.jax_loop.augment import augment_batch
 from train.recipes import RECIPES
 
-cfg = RECIPES["default"].augment
+import dataclasses
+default = RECIPES["default"].augment
+# The default recipe (padding crop), and the same with the random-resized crop in its place.
+configs = {"default": default, "resized": dataclasses.replace(default, crop_padding=0, random_resized_crop=True)}
 mesh = Mesh(np.asarray(jax.devices()), ("data",))
 batch, whole = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
 labels = rng.integers(0, 10, 64).astype(np.int32)
-fn = lambda k, i, l: augment_batch(k, i, l, 10, cfg)
-sharded = jax.jit(fn, in_shardings=(whole, batch, batch), out_shardings=(batch, batch))
 key = jax.random.key(1)
-hlo = sharded.lower(key, images, labels).compile().as_text()
-same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(sharded(key, images, labels), jax.jit(fn)(key, images, labels)))
-collectives = sorted({op for op in ("all-gather", "all-reduce", "all-to-all") if op + "(" in hlo})
-print("RESULT " + json.dumps({"devices": jax.device_count(), "same": same, "collectives": collectives}))
+result = {"devices": jax.device_count()}
+for name, cfg in configs.items():
+    fn = lambda k, i, l: augment_batch(k, i, l, 10, cfg)
+    sharded = jax.jit(fn, in_shardings=(whole, batch, batch), out_shardings=(batch, batch))
+    hlo = sharded.lower(key, images, labels).compile().as_text()
+    outputs = zip(sharded(key, images, labels), jax.jit(fn)(key, images, labels))
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in outputs)
+    collectives = sorted({op for op in ("all-gather", "all-reduce", "all-to-all") if op + "(" in hlo})
+    result[name] = {"same": same, "collectives": collectives}
+print("RESULT " + json.dumps(result))
 """
 
 
@@ -201,7 +306,8 @@ def test_augmentation_is_per_device_and_the_same_on_8_devices():
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])
     assert result["devices"] == 8
-    assert result["same"], "the batch sharded over 8 devices is augmented otherwise than on one"
-    # Each device augments its own images: no gathering of the batch, no batch-wide histogram (mixing
-    # with the reversed batch moves the partner images, by collective-permute, and nothing else).
-    assert result["collectives"] == [], result["collectives"]
+    for name in ("default", "resized"):  # the padding crop, and the random-resized crop in its place
+        assert result[name]["same"], f"{name}: the batch sharded over 8 devices is augmented otherwise than on one"
+        # Each device augments its own images: no gathering of the batch, no batch-wide histogram (mixing
+        # with the reversed batch moves the partner images, by collective-permute, and nothing else).
+        assert result[name]["collectives"] == [], (name, result[name]["collectives"])

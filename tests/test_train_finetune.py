@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,42 @@ def test_init_from_messages_name_vit_trains_flags_and_the_run_says_what_it_loade
             "resampled from 64 to 32 px (4x4 -> 2x2 patches); a new head of 10 classes (the file's has 7); from "
             "--init-variant vit_tiny_patch16_64: heads 3, image size 64, layer norm eps 1e-06, gelu exact, image mean "
             "(0.5, 0.5, 0.5), image std (0.5, 0.5, 0.5)\n") in err, err
+
+
+def test_a_resume_with_another_optimizer_layer_decay_or_freeze_is_refused_naming_the_flag(source_file, tmp_path):
+    """--optimizer, --weight-decay and --layer-decay change the trajectory, as --lr does, and --freeze what the
+    optimizer state covers: config.json records them, and a resume that changes one is refused naming its flag."""
+    import re
+
+    from train.run import CheckpointMismatchError
+    from train.torch_loop.trainer import train as torch_train
+
+    workdir = tmp_path / "run"
+    first = dict(recipe="finetune", init_from=str(source_file), framework="torch", layer_decay=0.75)
+    torch_train(options(workdir, steps=2, checkpoint_every=2, **first), dataset=tiny_dataset())
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert (recorded["recipe"]["optimizer"], recorded["recipe"]["layer_decay"], recorded["freeze"]) == ("sgd", 0.75, None)
+    for change, message in (
+        ({"layer_decay": 0.65}, "another layer_decay (layer_decay 0.75 there, 0.65 here): resume with --layer-decay 0.75"),
+        ({"layer_decay": None}, "layer_decay 0.75 there, None here): resume with --layer-decay 0.75"),
+        ({"optimizer": "adamw"}, "another optimizer (optimizer sgd there, adamw here): resume with --optimizer sgd"),
+        ({"weight_decay": 0.05}, "resume with --weight-decay 0.0"),
+        ({"freeze": "backbone"}, "a run with no --freeze, resumed here with --freeze backbone"),
+    ):
+        with pytest.raises(CheckpointMismatchError, match=re.escape(message)):
+            torch_train(options(workdir, steps=4, **{**first, **change}), dataset=tiny_dataset())
+    assert torch_train(options(workdir, steps=4, **first), dataset=tiny_dataset()).step == 4  # the same flags resume
+
+
+def test_the_adamw_alternative_fine_tunes_with_layer_decay(monkeypatch, capsys, tmp_path, source_file):
+    """`vit train --init-from FILE --recipe finetune` + recipes.FINETUNE_ADAMW_FLAGS, end to end (PyTorch, one step)."""
+    from train.recipes import FINETUNE_ADAMW_FLAGS
+
+    code, err = _vit_train(monkeypatch, capsys, tmp_path, "--init-from", str(source_file), "--recipe", "finetune",
+                           *FINETUNE_ADAMW_FLAGS)
+    assert code == 0, err
+    assert "recipe finetune: lr 0.0005, adamw (weight decay 0.05, layer decay 0.65), warmup_cosine" in err, err
+    [workdir] = [d for d in tmp_path.iterdir() if d.name.startswith("run")]
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert (recorded["recipe"]["optimizer"], recorded["recipe"]["layer_decay"]) == ("adamw", 0.65)
+    assert recorded["model_config"]["drop_path"] == 0.1

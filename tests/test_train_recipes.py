@@ -74,6 +74,64 @@ def test_the_tutorial_recipe_is_the_tutorials():
     assert resolve(recipe, 1) == resolve(recipe, 200)
 
 
+def test_the_finetune_recipe_is_the_vit_papers_transfer_recipe():
+    recipe = RECIPES["finetune"]
+    assert (recipe.optimizer, recipe.momentum, recipe.weight_decay, recipe.clip_norm) == ("sgd", 0.9, 0.0, 1.0)
+    assert (recipe.lr, recipe.batch_size, recipe.epochs, recipe.schedule) == (0.01, 128, 10, "warmup_cosine")
+    assert recipe.layer_decay is None and not recipe.length_scaled
+    a = recipe.augment
+    assert (a.random_resized_crop, a.crop_padding, a.flip) == (True, 0, True)
+    assert (a.randaugment_ops, a.mixup_alpha, a.cutmix_alpha, a.label_smoothing) == (0, 0.0, 0.0, 0.0)
+    # Dropout and stochastic depth set to 0 on the checkpoint's config, whatever it trained with.
+    assert dict(resolve(recipe, 10).model_overrides) == {"drop_path": 0.0, "dropout": 0.0}
+    # Its warmup: half an epoch, at most 5% of the run (500 of 10,000 steps, as the paper's CIFAR fine-tuning).
+    from train.schedule import warmup_steps
+
+    assert warmup_steps(recipe, 352, 3520) == 176 and warmup_steps(recipe, 352, 1000) == 50
+
+
+def test_the_finetune_recipes_adamw_alternative_is_one_flag_set_away(monkeypatch, tmp_path):
+    """recipes.FINETUNE_ADAMW_FLAGS on `vit train --recipe finetune`: BEiT's and MAE's AdamW with layer decay."""
+    from train import run
+    from train.recipes import FINETUNE_ADAMW_FLAGS
+
+    got = cli_options(monkeypatch, ["--recipe", "finetune", "--init-from", "x.safetensors", *FINETUNE_ADAMW_FLAGS,
+                                    "--workdir", str(tmp_path), "--no-progress"])
+    recipe = resolve(run.recipe_of(got), 10, got.regularisation)
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.layer_decay) == ("adamw", 5e-4, 0.05, 0.65)
+    assert dict(recipe.model_overrides)["drop_path"] == 0.1
+    assert recipe.replace(optimizer="sgd", lr=0.01, weight_decay=0.0, layer_decay=None,
+                          model_overrides=RECIPES["finetune"].model_overrides) == resolve(RECIPES["finetune"], 10)
+
+
+def test_bad_optimizer_flags_are_refused_naming_the_flag(monkeypatch, capsys, tmp_path):
+    from train.recipes import get_recipe
+
+    with pytest.raises(RecipeError, match="--optimizer"):
+        get_recipe("finetune", optimizer="lamb")
+    with pytest.raises(RecipeError, match=r"--layer-decay must be in \(0, 1\]"):
+        get_recipe("finetune", layer_decay=1.5)
+    with pytest.raises(RecipeError, match="--weight-decay"):
+        get_recipe("finetune", weight_decay=-0.1)
+    for argv, message in ((["--layer-decay", "0"], "argument --layer-decay: must be in (0, 1], got 0"),
+                          (["--optimizer", "lamb"], "argument --optimizer: invalid choice: 'lamb'")):
+        with pytest.raises(SystemExit):
+            main(["train", *argv, "--workdir", str(tmp_path)])
+        assert message in capsys.readouterr().err
+
+
+def test_finetune_without_init_from_trains_from_scratch_with_a_note(tmp_path, capsys):
+    from train.torch_loop.trainer import train as torch_train
+
+    torch_train(options(tmp_path / "run", recipe="finetune", steps=2, framework="torch"), dataset=tiny_dataset())
+    err = capsys.readouterr().err
+    assert "note: --recipe finetune is meant for fine-tuning a checkpoint (--init-from FILE)" in err, err
+    assert "recipe finetune: lr 0.01, sgd (momentum 0.9), warmup_cosine" in err, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["recipe"]["optimizer"], config["recipe"]["momentum"], config["recipe"]["layer_decay"]) == ("sgd", 0.9, None)
+    assert config["recipe"]["augment"]["random_resized_crop"] is True
+
+
 def test_a_run_prints_and_records_its_resolved_recipe(tmp_path, capsys):
     result = train(options(tmp_path / "run", recipe="default", regularisation=None), dataset=tiny_dataset())
     assert "regularisation scaled to" in capsys.readouterr().err

@@ -111,3 +111,97 @@ def test_default_schedule_warms_up_then_decays_to_zero():
     assert float(schedule(warmup)) == pytest.approx(1e-3)
     assert float(schedule(550)) == pytest.approx(5e-4, rel=1e-2)
     assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)
+
+
+# Layer-wise learning-rate decay: timm's grouping, by name, in both twins.
+
+@pytest.mark.parametrize("kind", ["cls", "registers"])
+def test_layer_scales_are_timms_param_groups_layer_decay_name_by_name(kind):
+    """train.param_groups.layer_scales against timm's own param_groups_layer_decay on a timm VisionTransformer of depth
+    2 (a [CLS] token; or registers, a pre-norm and layer scale), then the twins' use of it: the PyTorch optimizer's
+    groups (same names) and the JAX per-leaf scales (mapped back to timm names), per-block and scanned layouts."""
+    timm = pytest.importorskip("timm")
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    import torch_vit
+    from jax_vit import params_from_state_dict, state_dict_from_params
+    from jax_vit.block_layout import stack_blocks, unstack_blocks
+    from train.param_groups import layer_id, layer_scales
+    from train.recipes import get_recipe
+    from train.torch_loop.optim import optimizer_groups
+    from vit_spec import random_weights
+
+    extra = dict(reg_tokens=2, pre_norm=True, init_values=1e-5) if kind == "registers" else {}
+    model = timm.models.vision_transformer.VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2,
+                                                             num_heads=4, num_classes=5, **extra)
+    decay = 0.5
+    timm_scale = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in param_groups_layer_decay(model, weight_decay=0.05, layer_decay=decay):
+        timm_scale.update({names[id(p)]: group["lr_scale"] for p in group["params"]})
+    ours = layer_scales(names.values(), decay)
+    assert ours == pytest.approx(timm_scale) and ours.keys() == timm_scale.keys()
+    # The rule, spelled out: stem 0, block i -> i + 1, the final norm with the last block, the head after.
+    assert [layer_id(n, 2) for n in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
+                                     "blocks.1.mlp.fc2.bias", "norm.weight", "head.weight")] == [0, 0, 0, 1, 2, 2, 3]
+    if kind == "registers":
+        assert ours["reg_token"] == ours["norm_pre.weight"] == ours["cls_token"] == decay ** 3
+
+    # The same model in the project's layout (timm's names): the twins scale each tensor as timm would.
+    config = ViTConfig(image_size=16, patch_size=4, width=32, depth=2, heads=4, mlp_dim=128, num_classes=5,
+                       reg_tokens=extra.get("reg_tokens", 0), pre_norm=bool(extra), patch_bias=not extra,
+                       layer_scale_init=extra.get("init_values"))
+    weights = random_weights(config)
+    assert set(weights) == set(timm_scale)
+    recipe = get_recipe("finetune", layer_decay=decay)
+    torch_model = torch_vit.ViT(config)
+    torch_names = {id(p): n for n, p in torch_model.named_parameters()}
+    torch_scale = {torch_names[id(p)]: g["lr_scale"] for g in optimizer_groups(torch_model, recipe) for p in g["params"]}
+    assert torch_scale == pytest.approx(timm_scale)
+    params = params_from_state_dict(config, weights)
+    for layout in (params, stack_blocks(params)):
+        tree = optim.layer_scale_tree(layout, decay)
+        as_arrays = jax.tree.map(lambda s, p: np.broadcast_to(np.asarray(s), p.shape), tree, layout)
+        jax_scale = {n: float(np.unique(v).item()) for n, v in state_dict_from_params(config, unstack_blocks(as_arrays)).items()}
+        assert jax_scale == pytest.approx(timm_scale)
+
+
+def test_layer_decay_scales_adamws_decoupled_decay_too():
+    """timm scales a group's lr, and AdamW's decoupled decay is lr * wd * param: with zero gradients, a tensor of
+    layer scale s shrinks by lr * s * wd per step, in JAX as in torch.optim.AdamW."""
+    recipe = get_recipe("finetune", optimizer="adamw", weight_decay=0.5, layer_decay=0.5, lr=0.1).replace(
+        warmup_epochs=0, clip_norm=None, schedule="step", step_epochs=1000)
+    from jax_vit import params_from_state_dict
+    from vit_spec import random_weights
+
+    params = params_from_state_dict(TINY, random_weights(TINY, seed=1))  # a non-zero head too
+    tx, _ = optim.make_optimizer(recipe, 1, 100)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    depth = TINY.depth
+    for path, scale in ((("patch_embed", "proj"), 0.5 ** (depth + 1)), (("blocks_0", "attn", "qkv"), 0.5 ** depth),
+                        ((f"blocks_{depth - 1}", "mlp", "fc1"), 0.5), (("head",), 1.0)):
+        kernel, update = params, updates
+        for key in path + ("kernel",):
+            kernel, update = kernel[key], update[key]
+        np.testing.assert_allclose(np.asarray(update), -0.1 * scale * 0.5 * np.asarray(kernel), rtol=1e-5, atol=1e-12)
+
+
+def test_sgd_is_torch_sgd_with_momentum():
+    """The finetune recipe's optimizer is torch.optim.SGD(momentum=0.9) (dampening 0, no Nesterov: v = g + m v,
+    p -= lr v), its weight decay (where non-zero) added to the gradient before the momentum, as torch's."""
+    torch = pytest.importorskip("torch")
+    recipe = get_recipe("finetune", weight_decay=0.01).replace(clip_norm=None, schedule="step", step_epochs=1000)
+    tx, schedule = optim.make_optimizer(recipe, steps_per_epoch=1, total_steps=100)
+    assert float(schedule(0)) == pytest.approx(0.01) and recipe.momentum == 0.9
+    w0 = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    tw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    topt = torch.optim.SGD([tw], lr=0.01, momentum=0.9, weight_decay=0.01)
+    params = {"dense": {"kernel": jnp.asarray(w0)}}  # a kernel: decayed under the mask
+    state = tx.init(params)
+    for i in range(5):
+        g = np.random.default_rng(i + 1).normal(size=(5, 3)).astype(np.float32)
+        tw.grad = torch.from_numpy(g.copy())
+        topt.step()
+        updates, state = tx.update({"dense": {"kernel": jnp.asarray(g)}}, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(np.asarray(params["dense"]["kernel"]), tw.detach().numpy(), rtol=1e-6, atol=1e-7)

@@ -3,8 +3,13 @@ either framework.
 
 Framework-free modules at the top, shared by both loops:
   data            tfds splits in memory (uint8), the validation hold-out and the step -> batch-indices order
+  image_folder    a folder of images (folder:PATH): its layout, reading any image file, per-image transforms
+  image_pipeline  decoding files in grain worker processes, once (decode_files) or per step (FolderStream)
+  folder_dataset  a folder as a run's data: image size, hold-out, decode cache, or streaming
+  cifar_folders   CIFAR-10 written as two image folders: the transfer-learning example
+  param_groups    which parameters train (--freeze) and their layer-wise learning-rate scale (--layer-decay)
   augment_config  what augmentation does (AugmentConfig)
-  recipes         the `tutorial` and `default` recipes, and the regularisation scaled to a run's length
+  recipes         the `tutorial`, `default` and `finetune` recipes, and the regularisation scaled to a run's length
   schedule        a recipe's learning rate per step
   run             options, config.json, train records and the rules for resuming a workdir
   metrics         metrics.jsonl, curves.png, the progress bar

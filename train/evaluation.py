@@ -5,25 +5,35 @@ Framework-free: each twin's logits come from its loop's evaluate module, importe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from train import data as data_lib
+from train import folder_dataset
 
 NEAR_TIE = 1e-4  # top-2 logit gap below which two float32 programs may honestly disagree
 
 
-def weights_split(path: str | Path, dataset: str, data_dir: str | None, split: str) -> data_lib.Split:
+def weights_split(path: str | Path, dataset: str, data_dir: str | None, split: str, crop_pct: float | None = None,
+                  workers: int = 0) -> data_lib.Split:
     """The split `split` of `dataset`, in memory, after checking that the weights file at `path` is a model of
-    its images and classes."""
-    from vit_spec import load_weights
+    its images and classes. A `folder:PATH` dataset's images are decoded at the model's size (crop_pct: the
+    evaluation crop, as `vit train --crop-pct`), an unreadable one named on stderr and left out."""
+    from vit_spec import load_weights, read_class_names
     from vit_spec.inputs import check_has_logits
 
     # The whole file, checked (config, layout, no NaN/inf), before the dataset is opened: weights that cannot
     # be right would otherwise score chance accuracy after a long data load. The twins' loaders read it again.
     config, _ = load_weights(path)
     check_has_logits(config, path, "score")
+    if folder_dataset.is_folder(dataset):
+        out, unreadable = folder_dataset.eval_split(dataset, split, config.image_hw, read_class_names(path),
+                                                    config.num_classes, crop_pct, workers)
+        for file, reason in sorted(unreadable.items()):
+            print(f"warning: left out {file}: {reason}", file=sys.stderr)
+        return out
     sources = data_lib.open_sources(dataset, data_lib.resolve_data_dir(data_dir))
     if split not in sources:
         raise data_lib.DatasetError(f"{dataset} has no {split!r} split (it has {sorted(sources)})")

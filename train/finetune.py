@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vit_spec import ViTConfig
-from vit_spec.formats import Checkpoint, Flags, adapt_checkpoint, missing_params, read_checkpoint
+from vit_spec import ViTConfig, read_class_names
+from vit_spec.formats import HEAD_PARAMS, Checkpoint, Flags, adapt_checkpoint, missing_params, read_checkpoint
 
 # `vit train`'s names for what a checkpoint may not record: only --init-variant.
 INIT_FROM_FLAGS = Flags(command="vit train", source="--init-from", variant="--init-variant", heads=None,
@@ -44,6 +44,7 @@ def finetune_checkpoint(
     num_classes: int,
     overrides: Mapping[str, Any] = (),
     variant: str | None = None,
+    class_names: Sequence[str] = (),
 ) -> FinetuneStart:
     """The start of fine-tuning the checkpoint at `path` on a dataset; framework-free (each trainer initialises
     what is missing).
@@ -55,6 +56,8 @@ def finetune_checkpoint(
         overrides: ViTConfig fields the resolved recipe sets (its model_overrides: dropout, drop_path); a field
             it leaves out keeps the checkpoint's value.
         variant: what the file does not record (a timm state dict's heads), as `vit convert --variant`.
+        class_names: the dataset's classes, in label order (() where unknown). Where the file records its own
+            and they differ, the head is new even for the same count: its rows are other classes.
     """
     h, w, c = image_shape
     size = (h, w) if h != w else h
@@ -63,11 +66,36 @@ def finetune_checkpoint(
     if read.config.channels != c:
         raise ValueError(f"{path} is a model of {read.config.channels}-channel images, but the dataset's have {c} channels")
     adapted = adapt_checkpoint(read, size, num_classes)
+    own = _recorded_class_names(path, read)
+    if class_names and own and tuple(own) != tuple(class_names) and "head.weight" in adapted.state_dict:
+        state_dict = {k: v for k, v in adapted.state_dict.items() if k not in HEAD_PARAMS}
+        note = f"new head: the file's {len(own)} classes ({_names(own)}) are not the dataset's ({_names(class_names)})"
+        adapted = dataclasses.replace(adapted, state_dict=state_dict, notes=[*adapted.notes, note])
     for message in adapted.messages():
         logger.info("%s: %s", path, message)
     config = adapted.config.replace(**dict(overrides))
     state_dict = {k: np.asarray(v, np.float32) for k, v in adapted.state_dict.items()}
     return FinetuneStart(config, state_dict, missing_params(config, state_dict), summary(path, read, adapted, variant))
+
+
+def _recorded_class_names(path: str, read: Checkpoint) -> list[str] | None:
+    """The class names a checkpoint of this project's format records (the trainers write them), else None."""
+    if read.fmt != "vit":
+        return None
+    try:
+        return read_class_names(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _names(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def checkpoint_image_size(path: str, variant: str | None = None) -> tuple[int, int]:
+    """(height, width) the checkpoint at `path` was trained at: what a folder of images of many sizes is
+    decoded at when fine-tuning it without --image-size."""
+    return tuple(read_checkpoint(path, variant=variant, flags=INIT_FROM_FLAGS).config.image_hw)  # type: ignore[return-value]
 
 
 def finetune_weights(
@@ -100,6 +128,8 @@ def summary(path: str, read: Checkpoint, adapted: Checkpoint, variant: str | Non
                      f"({old.grid[0]}x{old.grid[1]} -> {new.grid[0]}x{new.grid[1]} patches)")
     if new.num_classes == old.num_classes and "head.weight" in adapted.state_dict:
         parts.append(f"its head of {new.num_classes} classes kept")
+    elif new.num_classes == old.num_classes:
+        parts.append(f"a new head of {new.num_classes} classes (the file's are other classes)")
     else:
         had = f"the file's has {old.num_classes}" if old.num_classes else "the file has none"
         parts.append(f"a new head of {new.num_classes} classes ({had})")

@@ -24,6 +24,8 @@ REGULARISATION_PARTS = ("crop_padding", "randaugment_ops", "randaugment_magnitud
                         "label_smoothing", "drop_path", "dropout")
 # The parts that are ViTConfig fields (Recipe.model_overrides), not augmentation.
 MODEL_PARTS = ("drop_path", "dropout")
+# Recipe.optimizer's values (`--optimizer`).
+OPTIMIZERS = ("adamw", "sgd", "adam_l2")
 
 
 class RecipeError(ValueError):
@@ -35,8 +37,14 @@ class Recipe:
     """How to train: optimizer, schedule, batch, length, augmentation and model-side regularisation.
 
     optimizer: "adam_l2" (PyTorch's Adam(weight_decay=wd): wd * param added to the gradient, every
-        parameter decayed) or "adamw" (decoupled decay, masked to weights: no biases, norms,
-        position embedding or [CLS] token).
+        parameter decayed), "adamw" (decoupled decay, masked to weights: no biases, norms,
+        position embedding or [CLS] token) or "sgd" (SGD with `momentum`, as torch.optim.SGD: dampening 0, no
+        Nesterov; weight decay, where non-zero, wd * param added to the gradient before the momentum, masked
+        as adamw's).
+    layer_decay: None, or layer-wise learning-rate decay (BEiT, MAE): the learning rate of layer l (0: the
+        embeddings and prefix tokens; i + 1: block i, and the final norm with the last block; depth + 1: what
+        follows, fc_norm, MAP head, head) scaled by layer_decay ** (depth + 1 - l), as timm's
+        param_groups_layer_decay (train.param_groups); weight decay is scaled with it (timm scales the group's lr).
     schedule: "step" (StepLR: lr * gamma every step_epochs epochs) or "warmup_cosine" (linear warmup
         for warmup_epochs, at most warmup_max_fraction of the run, then cosine to zero).
     """
@@ -55,6 +63,8 @@ class Recipe:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
+    momentum: float = 0.9  # sgd's
+    layer_decay: float | None = None
     clip_norm: float | None = None
     augment: AugmentConfig = AugmentConfig()
     # ViTConfig fields set by the recipe (regularisation), on a model built from scratch and on a fine-tuned
@@ -125,7 +135,41 @@ RECIPES: dict[str, Recipe] = {
         architecture=(("pos_embed", "sincos2d"),),
         length_scaled=True,
     ),
+    # Fine-tuning a converted checkpoint (`vit train --init-from FILE`): the ViT paper's transfer recipe (its
+    # fine-tuning code, google-research/vision_transformer, and big_vision's transfer configs): momentum SGD, no
+    # weight decay, gradients clipped to norm 1, linear warmup then cosine to zero, at batch 512 and lr 0.01-0.03
+    # there: 0.03 * 128 / 512 = 0.0075 at batch 128, rounded up to 0.01 (the paper's sweep is {0.001, 0.003,
+    # 0.01, 0.03}). Their warmup is 500 of 10,000 steps (CIFAR): 5%, here half an epoch and at most 5% of the run.
+    # Transfer runs are short: 10 epochs, not length-scaled. No label smoothing, mixup, CutMix or RandAugment;
+    # dropout and stochastic depth 0, as the paper fine-tunes; random-resized crops and flips; the checkpoint's
+    # own normalisation (as_trained). The AdamW + layer-decay alternative (BEiT, MAE) is FINETUNE_ADAMW_FLAGS away.
+    "finetune": Recipe(
+        name="finetune",
+        epochs=10,
+        batch_size=128,
+        lr=0.01,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="warmup_cosine",
+        warmup_epochs=0.5,
+        warmup_max_fraction=0.05,
+        clip_norm=1.0,
+        augment=AugmentConfig(crop_padding=0, random_resized_crop=True, flip=True),
+        model_overrides=(("drop_path", 0.0), ("dropout", 0.0)),
+    ),
 }
+
+# Recipes meant for `--init-from`: a run from scratch is allowed, with a note.
+FINE_TUNING = ("finetune",)
+
+# `vit train --init-from FILE --recipe finetune` + these: AdamW with layer-wise learning-rate decay, BEiT's and
+# MAE's fine-tuning (timm's param_groups_layer_decay). Layer decay 0.65, weight decay 0.05 and drop path 0.1 are
+# their ViT-B values; lr 5e-4 at batch 128 is BEiT's 4e-3 at batch 1024 scaled linearly (MAE's rule, 5e-4 *
+# batch / 256, gives 2.5e-4; scaling BEiT's by the square root, 1.4e-3). Warmup, cosine, clipping and
+# augmentation stay the recipe's.
+FINETUNE_ADAMW_FLAGS = ("--optimizer", "adamw", "--layer-decay", "0.65", "--lr", "5e-4", "--weight-decay", "0.05",
+                        "--drop-path", "0.1")
 
 # length_scaled_regularisation: no strong regularisation up to SHORT_EPOCHS, all of it from LONG_EPOCHS.
 SHORT_EPOCHS, LONG_EPOCHS = 10.0, 100.0
@@ -239,11 +283,30 @@ def describe(recipe: Recipe, epochs: float) -> str:
     if attention:
         parts["attention_dropout"] = attention
     shown = ", ".join(f"{k} {v:g}" for k, v in parts.items())
-    return f"recipe {recipe.name}: lr {recipe.lr:g}, {recipe.optimizer}, {recipe.schedule}; regularisation {how}: {shown}"
+    return f"recipe {recipe.name}: lr {recipe.lr:g}, {optimizer_text(recipe)}, {recipe.schedule}; regularisation {how}: {shown}"
 
 
-def get_recipe(name: str, *, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None) -> Recipe:
-    """The named recipe with the command line's overrides applied."""
+def optimizer_text(recipe: Recipe) -> str:
+    """The optimizer in a few words: "sgd (momentum 0.9)", "adamw (weight decay 0.05, layer decay 0.65)"."""
+    details = [f"momentum {recipe.momentum:g}"] if recipe.optimizer == "sgd" else []
+    if recipe.weight_decay or recipe.optimizer != "sgd":
+        details.append(f"weight decay {recipe.weight_decay:g}")
+    if recipe.layer_decay is not None:
+        details.append(f"layer decay {recipe.layer_decay:g}")
+    return f"{recipe.optimizer} ({', '.join(details)})"
+
+
+def get_recipe(
+    name: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    weight_decay: float | None = None,
+    layer_decay: float | None = None,
+) -> Recipe:
+    """The named recipe with the command line's overrides applied (None: the recipe's)."""
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r}: use one of {sorted(RECIPES)}")
     recipe = RECIPES[name]
@@ -259,4 +322,16 @@ def get_recipe(name: str, *, epochs: int | None = None, batch_size: int | None =
         if not lr > 0:
             raise RecipeError(f"--lr must be positive, got {lr}")
         recipe = recipe.replace(lr=lr)
+    if optimizer is not None:
+        if optimizer not in OPTIMIZERS:
+            raise RecipeError(f"unknown --optimizer {optimizer!r}: use one of {OPTIMIZERS}")
+        recipe = recipe.replace(optimizer=optimizer)
+    if weight_decay is not None:
+        if not weight_decay >= 0:
+            raise RecipeError(f"--weight-decay must be at least 0, got {weight_decay}")
+        recipe = recipe.replace(weight_decay=weight_decay)
+    if layer_decay is not None:
+        if not 0 < layer_decay <= 1:
+            raise RecipeError(f"--layer-decay must be in (0, 1] (1: every layer at the full rate), got {layer_decay}")
+        recipe = recipe.replace(layer_decay=layer_decay)
     return recipe

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from train import data as data_lib
-from train import recipes
+from train import folder_dataset, param_groups, recipes
+from train.finetune import checkpoint_image_size
 from train.recipes import Recipe
 from vit_spec import ViTConfig, atomic_path
 
@@ -48,12 +49,17 @@ class TrainOptions:
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    optimizer: str | None = None  # recipes.OPTIMIZERS: over the recipe's
+    weight_decay: float | None = None
+    layer_decay: float | None = None  # layer-wise learning-rate decay, in (0, 1]
     seed: int = 0
     dataset: str = "cifar10"
     data_dir: str | None = None
     dtype: str = "float32"
     eval_every: int = 1  # epochs between validation evaluations; 0: only at the end
-    validation: int = 5000  # training examples held out for evaluations (data.validation_indices); 0: none
+    # Training examples held out for evaluations (data.validation_indices); 0: none; None: DEFAULT_VALIDATION of a
+    # tfds dataset, a folder's validation/ split (else a tenth of its training images: train.folder_dataset).
+    validation: int | None = None
     pos_embed: str | None = None  # ViTConfig.pos_embed; None: the recipe's (sincos2d for default), else the variant's
     pool: str | None = None  # ViTConfig.pool; None: the variant's (cls)
     regularisation: dict[str, Any] | None = None  # explicit recipes.REGULARISATION_PARTS, over the recipe's
@@ -67,7 +73,16 @@ class TrainOptions:
     eval_batch_size: int = 1000
     init_from: str | None = None  # a checkpoint in any format `vit convert` reads: fine-tune from it
     init_variant: str | None = None  # what that file does not record (a timm state dict's heads)
+    freeze: str | None = None  # param_groups.FREEZE_CHOICES: "backbone" trains the head only (needs init_from)
+    # --dataset folder:PATH (train.folder_dataset): the model's resolution (None: the images' own, where they
+    # share one), the evaluation crop (None: 1, the whole centre square) and the processes decoding images.
+    image_size: int | None = None
+    crop_pct: float | None = None
+    workers: int = 0
     framework: str = "jax"
+
+
+DEFAULT_VALIDATION = 5000  # of a tfds dataset's training split, held out unless --validation says otherwise
 
 
 @dataclasses.dataclass
@@ -75,8 +90,8 @@ class TrainResult:
     workdir: str
     config: ViTConfig
     step: int
-    test_accuracy: float
-    test_loss: float
+    test_accuracy: float | None  # None: the dataset has no test split (a folder without test/)
+    test_loss: float | None
     validation_accuracy: float | None  # None: nothing was held out (--validation 0)
     validation_loss: float | None
     params: Any  # on the host: flax params (JAX) or a numpy state dict with timm names (PyTorch)
@@ -97,9 +112,12 @@ def model_config(variant: str, recipe: Recipe, num_classes: int, image_shape: tu
 
 
 def default_workdir(options: TrainOptions) -> str:
-    """runs/DATASET-RECIPE-MODEL (JAX) or runs/DATASET-RECIPE-MODEL-torch: each setting resumes its own run."""
+    """runs/DATASET-RECIPE-MODEL (JAX) or runs/DATASET-RECIPE-MODEL-torch: each setting resumes its own run. A
+    folder dataset goes by its folder's name."""
     suffix = "" if options.framework == "jax" else f"-{options.framework}"
-    return str(Path("runs") / f"{options.dataset}-{options.recipe}-{options.model.replace('/', '_')}{suffix}")
+    dataset = (folder_dataset.folder_root(options.dataset).resolve().name if folder_dataset.is_folder(options.dataset)
+               else options.dataset)
+    return str(Path("runs") / f"{dataset}-{options.recipe}-{options.model.replace('/', '_')}{suffix}")
 
 
 def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
@@ -116,6 +134,39 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
     if options.checkpoint_every is not None and options.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be at least 1, got {options.checkpoint_every}")
     check_keep(options.keep_checkpoints)
+    if not folder_dataset.is_folder(options.dataset):
+        given = [flag for flag, value in (("--image-size", options.image_size), ("--crop-pct", options.crop_pct))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} size the images of an image folder (--dataset folder:PATH); "
+                             f"{options.dataset} has images of one size already: drop {' and '.join(given)}")
+    if options.workers < 0:
+        raise ValueError(f"--workers must be at least 0 (0: decode in the training process), got {options.workers}")
+    param_groups.check_freeze(options.freeze)
+    if options.freeze and not options.init_from:
+        raise ValueError(f"--freeze {options.freeze} trains the head on a pretrained backbone: give the checkpoint with "
+                         "--init-from FILE (a randomly initialised backbone, frozen, would only train a classifier on "
+                         "random features)")
+
+
+def recipe_of(options: TrainOptions) -> Recipe:
+    """The recipe the options name, with their overrides (--epochs, --batch-size, --lr, --optimizer,
+    --weight-decay, --layer-decay), not yet resolved for the run's length."""
+    return recipes.get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr,
+                              optimizer=options.optimizer, weight_decay=options.weight_decay,
+                              layer_decay=options.layer_decay)
+
+
+def opening_notes(options: TrainOptions) -> list[str]:
+    """What a run says of its options as it starts: a fine-tuning recipe without a checkpoint, a frozen backbone."""
+    notes = []
+    if options.recipe in recipes.FINE_TUNING and not options.init_from:
+        notes.append(f"note: --recipe {options.recipe} is meant for fine-tuning a checkpoint (--init-from FILE); "
+                     "this run trains a model from scratch with it")
+    if options.freeze == "backbone":
+        notes.append("--freeze backbone: only the classifier head trains (head, and head_dist of a distilled model); "
+                     "the rest stays as --init-from loaded it")
+    return notes
 
 
 def check_length(steps: int | None, epochs: int | None) -> None:
@@ -142,42 +193,90 @@ def architecture(options: TrainOptions) -> dict[str, str]:
 
 @dataclasses.dataclass
 class InMemoryData:
-    """A run's data in memory: training examples (after the hold-out), validation and test splits."""
+    """A run's data in memory: training examples (after the hold-out), validation and test splits, and what
+    config.json and the run's first lines say of them."""
 
     train: data_lib.Split
     validation: data_lib.Split | None
-    test: data_lib.Split
+    test: data_lib.Split | None  # None: the dataset has no test split (a folder without test/)
     num_classes: int
     image_shape: tuple[int, int, int]
     name: str
     examples: int  # of the training split before the hold-out
     class_names: tuple[str, ...] = ()
+    validation_record: dict[str, Any] | None = None  # config.json's "validation" (data.validation_record)
+    data_record: dict[str, Any] | None = None  # config.json's "data": a folder's files, unreadable ones, size
+    lines: tuple[str, ...] = ()  # the run's first lines about its data (a folder's, and each file left out)
+
+
+def examples_line(train: int, validation: data_lib.Split | None, test: data_lib.Split | None) -> str:
+    """The run's line on what it trains on and evaluates."""
+    if validation is not None:
+        return f"training on {train} examples, {len(validation)} held out for validation"
+    scored = ("the test split is scored once, at the end" if test is not None
+              else "and there is no test split: nothing is scored")
+    return f"training on {train} examples, none held out for validation (--validation 0: {scored})"
+
+
+def validation_size(options: TrainOptions) -> int:
+    """The training examples a tfds run holds out: --validation, else DEFAULT_VALIDATION."""
+    return DEFAULT_VALIDATION if options.validation is None else options.validation
 
 
 def load_in_memory(options: TrainOptions, dataset: data_lib.Dataset | None = None) -> InMemoryData:
-    """options.dataset from tfds (or `dataset`, small in-memory data of tests), with --validation held out."""
+    """options.dataset from tfds or an image folder (or `dataset`, small in-memory data of tests), with
+    --validation held out."""
+    if dataset is None and folder_dataset.is_folder(options.dataset):
+        return from_folder(folder_dataset.load(options.dataset, options.image_size, options.crop_pct,
+                                               options.validation, workers=options.workers,
+                                               fallback_size=checkpoint_size(options)))
     if dataset is None:
         dataset = data_lib.load(options.dataset, data_lib.resolve_data_dir(options.data_dir))
-    examples = len(dataset.train)
-    dataset, validation = data_lib.hold_out(dataset, options.validation)
+    examples, size = len(dataset.train), validation_size(options)
+    dataset, validation = data_lib.hold_out(dataset, size)
     return InMemoryData(dataset.train, validation, dataset.test, dataset.num_classes, dataset.image_shape,
-                        dataset.name, examples, dataset.class_names)
+                        dataset.name, examples, dataset.class_names,
+                        data_lib.validation_record(examples, size) if size else None)
+
+
+def checkpoint_size(options: TrainOptions) -> Callable[[], tuple[int, int]] | None:
+    """Where a folder's images come in many sizes and no --image-size is given: the --init-from checkpoint's own
+    size (read only then), else None."""
+    if not options.init_from:
+        return None
+    return lambda: checkpoint_image_size(options.init_from, options.init_variant)  # type: ignore[arg-type]
+
+
+def from_folder(folder: folder_dataset.FolderData) -> InMemoryData:
+    """A folder's data as a run in memory reads it; refuses one that streams (too large for memory)."""
+    if folder.train is None:
+        raise ValueError(
+            f"{folder.plan.layout.root}: its decoded training images would not fit in memory "
+            f"(VIT_FOLDER_MEMORY_LIMIT, {folder_dataset.memory_limit() / 2**30:.1f} GiB): train it with the JAX "
+            "trainer, which streams it (--framework jax), or at a smaller --image-size")
+    h, w = folder.plan.size
+    return InMemoryData(folder.train, folder.validation, folder.test, len(folder.plan.class_names), (h, w, 3),
+                        folder.name, folder.examples, folder.plan.class_names, folder.validation_record(),
+                        folder.record(), tuple(folder.lines()))
 
 
 def run_meta(
-    options: TrainOptions, config: ViTConfig, dataset_name: str, recipe: Recipe, total: int, spe: int, examples: int
+    options: TrainOptions, config: ViTConfig, data: Any, recipe: Recipe, total: int, spe: int
 ) -> dict[str, Any]:
-    """What config.json and every checkpoint record about a run (both frameworks)."""
+    """What config.json and every checkpoint record about a run (both frameworks). `data`: the run's data
+    (InMemoryData, or the JAX trainer's, with the same fields): its name and records."""
     return {
         "framework": options.framework,
         "model_config": config.to_dict(),
-        "dataset": dataset_name,
+        "dataset": data.name,
+        **({"data": data.data_record} if data.data_record else {}),
         "recipe": recipe.to_dict(),
         "regularisation": {**recipes.regularisation(recipe), "epochs": total / spe,
                            "strength": recipes.regularisation_strength(total / spe) if recipe.length_scaled else None},
-        "validation": data_lib.validation_record(examples, options.validation) if options.validation else None,
+        "validation": data.validation_record,
         "model": options.model,
         "init_from": options.init_from,
+        "freeze": options.freeze,
         "seed": options.seed,
         "total_steps": total,
         "steps_per_epoch": spe,
@@ -191,7 +290,8 @@ def write_config(workdir: Path, meta: dict[str, Any], options: TrainOptions) -> 
 
 
 # The flag that sets each recorded field a resume may not change (the others are the recipe's own).
-_FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "crop_padding": "--crop-padding",
+_FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer", "weight_decay": "--weight-decay",
+          "layer_decay": "--layer-decay", "crop_padding": "--crop-padding",
           "randaugment_ops": "--randaugment-ops", "randaugment_magnitude": "--randaugment-magnitude",
           "mixup_alpha": "--mixup", "cutmix_alpha": "--cutmix", "label_smoothing": "--label-smoothing",
           "drop_path": "--drop-path", "dropout": "--dropout"}
@@ -204,9 +304,10 @@ def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory:
     """Refuses a checkpoint of another framework, recipe, dataset, validation split, trajectory or model:
     resuming it would fail or, worse, silently train something else.
 
-    The trajectory is everything of the resolved recipe but its length: batch size, learning rate, optimizer,
-    schedule, augmentation and the regularisation parts; a difference is refused naming the field, both values
-    and the flag that resumes the run. Fields a checkpoint does not record (older ones) are not compared.
+    The trajectory is everything of the resolved recipe but its length: batch size, learning rate, optimizer (and
+    its weight and layer decay), schedule, augmentation and the regularisation parts; and what --freeze fixes. A
+    difference is refused naming the field, both values and the flag that resumes the run. Fields a checkpoint
+    does not record (older ones) are not compared.
     `meta` is the resumed run's: a length-scaled run's regularisation already as it began (as_begun).
     """
     found, meta = _plain(found), _plain(meta)
@@ -229,7 +330,7 @@ def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory:
         raise CheckpointMismatchError(
             f"{directory} holds a checkpoint of a run with another {' and '.join(f for f, _, _ in flagged)} "
             f"({'; '.join(f'{f} {_show(old)} there, {_show(new)} here' for f, old, new in flagged)}): resume with "
-            f"{' '.join(f'{_FLAGS[f]} {_show(old)}' for f, old, _ in flagged)}, or start a new run in another --workdir"
+            f"{' '.join(_flag_text(_FLAGS[f], old) for f, old, _ in flagged)}, or start a new run in another --workdir"
         )
     if differences:
         raise CheckpointMismatchError(
@@ -237,6 +338,13 @@ def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory:
             f"recipe's {'; '.join(f'{f} {_show(old)} there, {_show(new)} here' for f, old, new in differences)}: "
             "the recipe changed since the run began): resume it with the code that began it, or start a new run in "
             "another --workdir"
+        )
+    old, new = found.get("freeze"), meta.get("freeze")  # checkpoints from before --freeze trained everything
+    if old != new:
+        raise CheckpointMismatchError(
+            f"{directory} holds a checkpoint of a run with {_flag_text('--freeze', old)}, resumed here with "
+            f"{_flag_text('--freeze', new)} (its optimizer state covers other parameters): resume with "
+            f"{_flag_text('--freeze', old)}, or start a new run in another --workdir"
         )
     old, new = found.get("model_config"), meta.get("model_config")
     if old != new:
@@ -276,6 +384,11 @@ def _trajectory_differences(found: Mapping[str, Any], meta: Mapping[str, Any]) -
     differences += [(k, old_parts[k], new_parts[k]) for k in recipes.REGULARISATION_PARTS
                     if k in old_parts and k in new_parts and old_parts[k] != new_parts[k]]
     return differences
+
+
+def _flag_text(flag: str, value: Any) -> str:
+    """`flag value` as a command line gives it; "no --flag" for None (the flag left out)."""
+    return f"no {flag}" if value is None else f"{flag} {_show(value)}"
 
 
 def _show(value: Any) -> str:
@@ -388,7 +501,7 @@ def wants_eval(done: int, total: int, spe: int, eval_every: int, has_validation:
 
 
 def evaluation_round(
-    validation: data_lib.Split | None, test: data_lib.Split, step: int, total: int, spe: int,
+    validation: data_lib.Split | None, test: data_lib.Split | None, step: int, total: int, spe: int,
     score: Callable[[data_lib.Split], dict[str, float]], log: MetricsLog, progress: Progress, curves: Path,
 ) -> dict[str, dict[str, float]]:
     """One evaluation at `step`, as both loops run it: each split scored by `score` (the loop's own), logged as an

@@ -19,7 +19,7 @@ from vit_bench.measure import (
 )
 from vit_bench.sweep import DTYPES, MODES, TASKS, bench_one, format_notes, format_table, select_rows, summarize
 
-SECTIONS = ("sweep", "host", "compile", "ablation", "profile", "dispatch")
+SECTIONS = ("sweep", "host", "compile", "ablation", "profile", "dispatch", "decode")
 
 
 def check_choices(flag: str, values: list[str], valid: tuple[str, ...]) -> list[str]:
@@ -129,6 +129,11 @@ def measure_section(
 
         result = measure_host(repeats=repeats or 5, data_dir=data_dir)
         return result, format_host(result)
+    if section == "decode":
+        from vit_bench.decode import format_decode, measure_decode
+
+        result = measure_decode(repeats=repeats or 3)
+        return result, format_decode(result)
     if section == "compile":
         from vit_bench.compile import format_compile, measure_compile
 

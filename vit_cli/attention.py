@@ -50,9 +50,13 @@ def _run(args: argparse.Namespace) -> int:
         raise WeightsError(f"{weights} has no classification head: there is no prediction to show beside its maps")
     true, names, skipped = None, None, 0
     if args.dataset is not None:
+        from train import folder_dataset
         from train.data import read_examples
 
-        pixels, labels, names = read_examples(args.dataset, args.data_dir, args.split, args.index)
+        if folder_dataset.is_folder(args.dataset):
+            pixels, labels, names = folder_dataset.read_examples(args.dataset, args.split, args.index)
+        else:
+            pixels, labels, names = read_examples(args.dataset, args.data_dir, args.split, args.index)
         if args.labels is not None:
             names = class_names(weights, config.num_classes, args.labels)
         images = np.stack([fit_pixels(p, config) for p in pixels])
@@ -102,7 +106,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="FILE|cifar10|cifar100|imagenet",
                    help="class names, as for `vit predict`: a text file with one per line, or a built-in list "
                    "(default: the dataset's with --dataset, else the weights file's, else 'class N')")
-    p.add_argument("--dataset", help="take images from this tfds dataset instead of files (e.g. cifar10), with --index")
+    p.add_argument("--dataset", help="take images from this tfds dataset instead of files (e.g. cifar10), or from an "
+                   "image folder (folder:PATH, in the order `vit train` reads it), with --index")
     p.add_argument("--index", type=non_negative_int, nargs="+", default=[], metavar="N", help="the dataset examples to show")
     p.add_argument("--split", default="test", help="the dataset's split (default: test)")
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")

@@ -63,7 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "the step), compile (compile time and memory against depth, with and without nn.scan and "
                    "remat), ablation (each hand-written piece of the JAX model swapped back), profile (per-op time of the JAX "
                    "training step of the first --rows model, grouped by layer part), dispatch (vit train's step fed from the "
-                   "host against --steps-per-dispatch K from the device) (default: sweep)")
+                   "host against --steps-per-dispatch K from the device), decode (JPEG decoding + random-resized crop in "
+                   "0, 1 and 2 worker processes against the S/16 step) (default: sweep)")
     p.add_argument("--data-dir", help="tfds data directory for the host section (default: $TFDS_DATA_DIR)")
     p.add_argument("--inference", action="store_true",
                    help="measure inference instead (vit_bench/inference.py): batch-1 latency and --batch-size "

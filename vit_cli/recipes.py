@@ -23,7 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "combination, each in ROOT/NAME; finished runs are read back, interrupted ones resumed) and prints "
         "their validation and test accuracy as a Markdown table, with the command of each run.",
     )
-    p.add_argument("--recipes", nargs="+", default=["default", "tutorial"], metavar="RECIPE", help="(default: default tutorial)")
+    from train.recipes import RECIPES  # framework-free, cheap to import
+
+    p.add_argument("--recipes", nargs="+", default=["default", "tutorial"], choices=sorted(RECIPES), metavar="RECIPE",
+                   help=f"of {', '.join(sorted(RECIPES))} (finetune is meant for `vit train --init-from`: here it "
+                   "trains from scratch) (default: default tutorial)")
     p.add_argument("--epochs", nargs="+", type=positive_int, default=[1, 2, 5], metavar="N", help="(default: 1 2 5)")
     p.add_argument("--pos-embed", nargs="+", choices=("learned", "sincos2d"), help="(default: each recipe's own)")
     p.add_argument("--pool", nargs="+", choices=("cls", "mean"), help="(default: each recipe's own)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from vit_cli.flag_types import float_in, non_negative_float, non_negative_int, positive_float, positive_int, rate
 
@@ -18,21 +19,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--framework", default="jax", choices=("jax", "torch"),
                    help="which twin trains: jax (Flax, jitted optax steps) or torch (PyTorch; CUDA when present) (default: jax)")
     p.add_argument("--model", default="tutorial", help="model variant: 'tutorial' or '<size>/<patch>', e.g. 'Ti/4' (default: tutorial)")
-    p.add_argument("--recipe", default="default", help="'default' (ours) or 'tutorial' (the tutorial's setup) (default: default)")
+    p.add_argument("--recipe", default="default", choices=("default", "tutorial", "finetune"),
+                   help="'default' (ours, from scratch), 'tutorial' (the tutorial's setup) or 'finetune' (for "
+                   "--init-from: the ViT paper's SGD fine-tuning) (default: default)")
     p.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's, 200 default / 50 tutorial)")
     p.add_argument("--steps", type=positive_int, help="train for this many steps instead (the schedule spans them)")
     p.add_argument("--batch-size", type=positive_int, help="global batch size, split over all devices (default: the recipe's, 128)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd", "adam_l2"),
+                   help="adamw (decoupled weight decay on matrices), sgd (momentum 0.9) or adam_l2 (Adam, L2 decay on "
+                   "every parameter) (default: the recipe's: adamw default, adam_l2 tutorial, sgd finetune)")
+    p.add_argument("--weight-decay", type=non_negative_float, metavar="WD", help="weight decay (default: the recipe's)")
+    p.add_argument("--layer-decay", type=float_in(0.0, 1.0, low_open=True), metavar="RATE",
+                   help="layer-wise learning-rate decay (BEiT, MAE; timm's): block i's rate scaled by "
+                   "RATE ** (depth - i), the embeddings' by RATE ** (depth + 1), the head's not (default: none)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, data order and augmentation (default: 0)")
     p.add_argument("--workdir", help="checkpoints, metrics.jsonl, curves.png, config.json and model.safetensors go here; "
                    "a workdir holding a checkpoint is resumed (default: runs/DATASET-RECIPE-MODEL)")
     p.add_argument("--data-dir", help="tfds data directory (default: $TFDS_DATA_DIR, else tfds's default)")
-    p.add_argument("--dataset", default="cifar10", help="tfds image-classification dataset of fixed image size (default: cifar10)")
+    p.add_argument("--dataset", default="cifar10", help="tfds image-classification dataset of fixed image size, or "
+                   "folder:PATH, your own images: PATH/train/CLASS/*.jpg (any size, mode and format Pillow reads), "
+                   "optionally PATH/validation/CLASS/* (or val/) and PATH/test/CLASS/* (default: cifar10)")
+    p.add_argument("--image-size", type=positive_int, metavar="N", help="folder:PATH: the model's resolution, N x N "
+                   "(default: the training images' own size where they all share one; --init-from resamples to it)")
+    p.add_argument("--crop-pct", type=float_in(0.0, 1.0, low_open=True), metavar="F",
+                   help="folder:PATH: timm's crop_pct of the evaluation transform (resize to N / F, centre-crop N) "
+                   "(default: 1, the whole centre square, as `vit predict` reads files)")
+    p.add_argument("--workers", type=non_negative_int, default=default_workers(), metavar="N",
+                   help="folder:PATH: processes decoding images (grain), once into memory or, streamed, for every "
+                   f"step; 0 decodes in the training process (default: one per core, at most 8: {default_workers()})")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype; parameters stay float32")
     p.add_argument("--eval-every", type=non_negative_int, default=1, help="epochs between validation evaluations; 0: only at the end (default: 1)")
-    p.add_argument("--validation", type=non_negative_int, default=5000, metavar="N",
+    p.add_argument("--validation", type=non_negative_int, metavar="N",
                    help="training examples held out (a fixed permutation, the same for every seed) to evaluate on while "
-                   "training; the test split is scored once, at the end. 0: train on all (default: 5000)")
+                   "training; the test split is scored once, at the end. 0: train on all (default: 5000 of a tfds "
+                   "dataset; a folder's validation/ split, else a tenth of its training images)")
     p.add_argument("--pos-embed", choices=("learned", "sincos2d"), help="position embedding (default: the recipe's: sincos2d for default, learned for tutorial)")
     p.add_argument("--pool", choices=("cls", "mean"), help="[CLS] token or mean of the tokens (default: the variant's, cls)")
     g = p.add_argument_group("regularisation", "each overrides that part of the recipe (the default recipe scales them "
@@ -54,6 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-variant", help="what --init-from's file does not record, as `vit convert --variant` "
                    "(a variant such as S/16, or a timm model name; a timm name may carry the size the file was saved "
                    "at, e.g. vit_small_patch16_64)")
+    p.add_argument("--freeze", choices=("backbone",),
+                   help="backbone: linear probing, only the head of the --init-from checkpoint trains (default: all)")
     p.add_argument("--streaming", action="store_true", help="read training batches from the data source instead of memory")
     p.add_argument("--steps-per-dispatch", type=positive_int, default=1, metavar="K",
                    help="train steps per jitted call (a scan over K steps), for small models on fast accelerators where a "
@@ -68,6 +91,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_train)
 
 
+def default_workers() -> int:
+    """--workers' default: one decoding process per core, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from train.recipes import REGULARISATION_PARTS
     from train.launch import launch
@@ -76,18 +104,21 @@ def run_train(args: argparse.Namespace) -> int:
     regularisation = {k: getattr(args, k) for k in REGULARISATION_PARTS if getattr(args, k) is not None}
     options = TrainOptions(
         workdir=args.workdir, model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        layer_decay=args.layer_decay, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
         dtype=args.dtype, eval_every=args.eval_every, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         streaming=args.streaming, progress=args.progress, init_from=args.init_from, init_variant=args.init_variant,
+        freeze=args.freeze,
         steps_per_dispatch=args.steps_per_dispatch, data_on_device=args.data_on_device,
         validation=args.validation, pos_embed=args.pos_embed, pool=args.pool, regularisation=regularisation,
-        framework=args.framework,
+        framework=args.framework, image_size=args.image_size, crop_pct=args.crop_pct, workers=args.workers,
     )
     result, lead = launch(options, args.coordinator, args.num_processes, args.process_id)
     if lead:
         held_out = ("" if result.validation_accuracy is None else
                     f"validation accuracy {result.validation_accuracy:.2%}, ")
-        print(f"step {result.step}: {held_out}test accuracy {result.test_accuracy:.2%}, test loss {result.test_loss:.4f}; "
-              f"weights in {result.workdir}/model.safetensors")
+        test = ("no test split" if result.test_accuracy is None else
+                f"test accuracy {result.test_accuracy:.2%}, test loss {result.test_loss:.4f}")
+        print(f"step {result.step}: {held_out}{test}; weights in {result.workdir}/model.safetensors")
     return 0

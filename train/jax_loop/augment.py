@@ -1,10 +1,16 @@
 """On-device augmentation, run inside the jitted train step on a uint8 batch.
 
-Random crop with zero padding and horizontal flip (the tutorial's torchvision pipeline),
-RandAugment (timm's op set, less Invert and SolarizeAdd), and batch-level mixup/CutMix (timm's
-"batch" mode: pairs each image with the batch reversed). Every random draw is a function of the
-step key and the example's position in the global batch, never of the sharding, so runs on 1 or
-N devices see the same images.
+Random crop with zero padding and horizontal flip (the tutorial's torchvision pipeline), or in place of
+that crop the Inception-style random-resized crop (torchvision's RandomResizedCrop with antialias, for
+fine-tuning on images at the model's resolution), RandAugment (timm's op set, less Invert and
+SolarizeAdd), and batch-level mixup/CutMix (timm's "batch" mode: pairs each image with the batch
+reversed). Every random draw is a function of the step key and the example's position in the global
+batch, never of the sharding, so runs on 1 or N devices see the same images.
+
+The random-resized crop draws its boxes as torchvision's `RandomResizedCrop.get_params` does, all 10
+attempts per image at once, and resizes each box with torchvision's anti-aliased bilinear weights (PIL's),
+over the box's own pixels, in float32, rounded back to uint8 once: torchvision's uint8 resize on CPU, in
+fixed point rounded between its two passes, is a level away at most (the PyTorch twin's docstring).
 
 RandAugment's magnitude m is timm's level out of 10; each op's strength at level l = min(m, 10) / 10 is
 torchvision's RandAugment's (the PyTorch twin, train.torch_loop.augment, is built on it, and says where the
@@ -41,6 +47,102 @@ def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
     offsets = jax.random.randint(key, (b, 2), 0, 2 * padding + 1)
     cut = lambda img, off: jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
     return jax.vmap(cut)(padded, offsets)
+
+
+# The Inception-style random-resized crop (torchvision's RandomResizedCrop, big_vision's inception_crop).
+RESIZED_CROP_ATTEMPTS = 10  # torchvision's: boxes drawn per image before the centre-crop fallback
+
+
+def _box_resize_weights(size: int, out_size: int, start: jax.Array, length: jax.Array) -> jax.Array:
+    """(out_size, size) weights taking one axis of `size` pixels to the box [start, start + length) resized to
+    `out_size` pixels: torch's anti-aliased bilinear resize (PIL's), half-pixel centres, of the cropped box.
+
+    Output pixel o samples the box at `start + scale * (o + 0.5)`, scale = length / out_size input pixels
+    per output pixel, with a triangle of half-width max(scale, 1) (widened when shrinking: the antialias),
+    its weights normalised over the pixels inside the box. Only those: torchvision crops first, so pixels
+    just outside the box never reach its edge rows, as they would in `jax.image.scale_and_translate` of
+    the whole image. A box the image's size, resized to that size, gives the identity, exactly.
+    """
+    scale = length.astype(jnp.float32) / out_size
+    support = jnp.maximum(scale, 1.0)
+    centre = start.astype(jnp.float32) + scale * (jnp.arange(out_size, dtype=jnp.float32) + 0.5)
+    source = jnp.arange(size)
+    weights = jnp.maximum(0.0, 1.0 - jnp.abs(source[None, :] + 0.5 - centre[:, None]) / support)
+    inside = (source >= start) & (source < start + length)
+    weights = jnp.where(inside[None, :], weights, 0.0)
+    return weights / jnp.sum(weights, axis=1, keepdims=True)
+
+
+def resized_crop(images: jax.Array, boxes: jax.Array, size: tuple[int, int] | None = None) -> jax.Array:
+    """Each image's box (B, 4) int (top, left, height, width), resized to `size` (default: the image's (H, W)).
+
+    torchvision's `resized_crop(img, top, left, height, width, size, antialias=True)` (bilinear): each axis
+    resized by its own weight matrix (`_box_resize_weights`), in float32 at full precision, then uint8
+    results rounded back (torch computes uint8 on CPU in fixed point, rounding between its two passes:
+    a level apart at most, see tests/test_torch_augment.py). Float images stay float, unrounded.
+    """
+    _, h, w, _ = images.shape
+    out_h, out_w = (h, w) if size is None else size
+    boxes = jnp.asarray(boxes, jnp.int32)
+    rows = jax.vmap(lambda top, height: _box_resize_weights(h, out_h, top, height))(boxes[:, 0], boxes[:, 2])
+    cols = jax.vmap(lambda left, width: _box_resize_weights(w, out_w, left, width))(boxes[:, 1], boxes[:, 3])
+    x = images.astype(jnp.float32)
+    # HIGHEST: the default may multiply float32 in TF32 or bf16 on accelerators, a quarter level off at 255.
+    highest = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("bpw,bhwc->bhpc", cols, x, precision=highest)  # horizontal, then vertical, as torch
+    x = jnp.einsum("boh,bhpc->bopc", rows, x, precision=highest)
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        info = jnp.iinfo(images.dtype)
+        return jnp.clip(jnp.round(x), info.min, info.max).astype(images.dtype)
+    return x.astype(images.dtype)
+
+
+def random_resized_crop_boxes(
+    key: jax.Array, batch: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> jax.Array:
+    """(batch, 4) int32 boxes (top, left, height, width), drawn as torchvision's `RandomResizedCrop.get_params`.
+
+    Per image, 10 attempts, all drawn at once: area fraction uniform in `scale`, log aspect (width / height)
+    uniform in log(`ratio`), w = round(sqrt(area * r)), h = round(sqrt(area / r)); the first that fits the
+    image wins, placed at a uniform top and left. If none fits, the centre crop of the whole image with
+    its aspect clamped to `ratio`.
+    """
+    k_draw, k_place = jax.random.split(key)
+    # One draw of (area, log aspect) pairs, one of (top, left): the same distributions as a draw per
+    # quantity, in half the random-number kernels to compile (each its own threefry).
+    lows = jnp.asarray([scale[0], math.log(ratio[0])], jnp.float32)
+    highs = jnp.asarray([scale[1], math.log(ratio[1])], jnp.float32)
+    draws = jax.random.uniform(k_draw, (batch, RESIZED_CROP_ATTEMPTS, 2), minval=lows, maxval=highs)
+    area, aspect = height * width * draws[..., 0], jnp.exp(draws[..., 1])
+    box_w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)  # round half to even, as Python's round
+    box_h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+    fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
+    first = jnp.argmax(fits, axis=1)[:, None]  # the first attempt that fits (0 when none does)
+    box_h = jnp.take_along_axis(box_h, first, axis=1)[:, 0]
+    box_w = jnp.take_along_axis(box_w, first, axis=1)[:, 0]
+    # The fallback depends on shapes and config only: worked out in Python, as torchvision does.
+    if width / height < ratio[0]:
+        fallback_h, fallback_w = int(round(width / ratio[0])), width
+    elif width / height > ratio[1]:
+        fallback_h, fallback_w = height, int(round(height * ratio[1]))
+    else:
+        fallback_h, fallback_w = height, width
+    found = jnp.any(fits, axis=1)
+    box_h = jnp.where(found, box_h, fallback_h)
+    box_w = jnp.where(found, box_w, fallback_w)
+    room = jnp.stack([height - box_h, width - box_w], axis=1)
+    place = jax.random.randint(k_place, (batch, 2), 0, room + 1)  # top and left, uniform on 0..room
+    place = jnp.where(found[:, None], place, room // 2)
+    return jnp.concatenate([place, box_h[:, None], box_w[:, None]], axis=1)
+
+
+def random_resized_crop(
+    key: jax.Array, images: jax.Array, scale: tuple[float, float], ratio: tuple[float, float]
+) -> jax.Array:
+    """torchvision's RandomResizedCrop((H, W), scale, ratio, antialias=True) on a (B, H, W, C) batch: per image a
+    box of `random_resized_crop_boxes`, resized back to (H, W) by `resized_crop` (uint8 in, uint8 out)."""
+    b, h, w, _ = images.shape
+    return resized_crop(images, random_resized_crop_boxes(key, b, h, w, scale, ratio))
 
 
 def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
@@ -293,8 +395,10 @@ def augment_batch(
 ) -> tuple[jax.Array, jax.Array]:
     """uint8 (B, H, W, C) and int labels -> normalised float32 images and (B, classes) soft targets."""
     k_crop, k_flip, k_ra, k_mix = jax.random.split(key, 4)
+    if cfg.random_resized_crop:  # on the uint8 pixels, rounded back to uint8, as torchvision's
+        images = random_resized_crop(k_crop, images, cfg.crop_scale, cfg.crop_ratio)
     x = images.astype(jnp.float32) / 255.0
-    x = random_crop(k_crop, x, cfg.crop_padding)
+    x = random_crop(k_crop, x, cfg.crop_padding)  # AugmentConfig allows only one of the two crops
     if cfg.flip:
         x = random_flip(k_flip, x)
     x = rand_augment(k_ra, x, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.randaugment_prob)

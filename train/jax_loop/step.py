@@ -16,6 +16,7 @@ import optax
 from jax.sharding import Mesh
 
 from jax_vit import ViT
+from train import param_groups
 from train.jax_loop import device_data, sharding
 from train.jax_loop.augment import AugmentConfig, augment_batch
 
@@ -25,15 +26,30 @@ StepFn = Callable[["TrainState", Batch, jax.Array], tuple["TrainState", Metrics]
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """What a step changes: the step count, the parameters (float32) and the optimizer state."""
+    """What a step changes: the step count, the parameters (float32) and the optimizer state.
+
+    `freeze` (static, train.param_groups.FREEZE_CHOICES; None: everything trains) says which parameters train:
+    the optimizer state covers those only, and the step differentiates only with respect to them.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
+    freeze: str | None = flax.struct.field(pytree_node=False, default=None)
 
     @classmethod
-    def create(cls, params: Any, tx: optax.GradientTransformation) -> "TrainState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    def create(cls, params: Any, tx: optax.GradientTransformation, freeze: str | None = None) -> "TrainState":
+        trainable, _ = split_trainable(params, freeze)
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(trainable), freeze=freeze)
+
+
+def split_trainable(params: Any, freeze: str | None) -> tuple[Any, dict[str, Any]]:
+    """(trainable, frozen) top-level modules of `params` under `freeze` (train.param_groups.trains on the Flax
+    module names, timm's): (params, {}) without it, ({head, head_dist}, the rest) for "backbone"."""
+    if freeze is None:
+        return params, {}
+    trainable = {k: v for k, v in params.items() if param_groups.trains(k, freeze)}
+    return trainable, {k: v for k, v in params.items() if k not in trainable}
 
 
 def _update_fn(model: ViT, tx: optax.GradientTransformation, schedule: optax.Schedule) -> Callable[..., tuple[TrainState, Metrics]]:
@@ -41,14 +57,21 @@ def _update_fn(model: ViT, tx: optax.GradientTransformation, schedule: optax.Sch
     normalised images and soft targets."""
 
     def update(state: TrainState, x: jax.Array, targets: jax.Array, labels: jax.Array, k_dropout: jax.Array) -> tuple[TrainState, Metrics]:
-        def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+        # Only the trainable parameters are differentiated: the frozen ones enter the loss as constants, so their
+        # gradients (and the backward pass beneath the head, under --freeze backbone) are never computed, and they
+        # leave the step as they came in, bit for bit.
+        trainable, frozen = split_trainable(state.params, state.freeze)
+
+        def loss_fn(trained: Any) -> tuple[jax.Array, jax.Array]:
+            params = {**frozen, **trained} if frozen else trained
             logits = model.apply({"params": params}, x, train=True, rngs={"dropout": k_dropout})
             logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # float32 loss under bfloat16 compute
             return optax.softmax_cross_entropy(logits, targets).mean(), logits
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        updates, opt_state = tx.update(grads, state.opt_state, trainable)
+        trained = optax.apply_updates(trainable, updates)
+        params = {**frozen, **trained} if frozen else trained
         grad_norm = optax.global_norm(grads)
         metrics = {
             "loss": loss,
@@ -57,7 +80,7 @@ def _update_fn(model: ViT, tx: optax.GradientTransformation, schedule: optax.Sch
             "grad_norm": grad_norm,
             "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm),
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return update
 
@@ -96,7 +119,7 @@ def make_train_step(
 
     `rng` is the run's key: the step draws from fold_in(rng, state.step), so a step's randomness
     depends on the step alone (resume-safe). Metrics: loss, accuracy (on the unmixed labels),
-    lr, grad_norm, and finite (loss and gradients finite).
+    lr, grad_norm (of the trainable parameters' gradients), and finite (loss and gradients finite).
     """
     step = _step_fn(model, tx, schedule, augment, num_classes)
     if mesh is None:

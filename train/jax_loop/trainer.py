@@ -3,7 +3,7 @@
 `train` runs a run's stages in order (train.torch_loop.trainer has the same stages, by the same names):
   _set_up              check the flags, read the data, resolve the recipe for the run's length, build the
                        model and optimizer: a _Setup
-  _initial_state       step 0: fresh parameters, optimizer state and the run's key
+  _initial_state       step 0: fresh parameters, optimizer state (of the trainable ones: --freeze) and the run's key
   _resume              the newest good checkpoint in their place, with notes on what changed since
     _as_begun            a resumed run's regularisation as it began, whatever its new length
   _open_progress       the bar and the notes that open the run
@@ -29,14 +29,16 @@ import numpy as np
 import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
+from train import folder_dataset
 from train import recipes, run
+from train.augment_config import AugmentConfig
 from train.finetune import finetune_checkpoint
 from train.jax_loop import device_data, sharding
 from train.jax_loop.checkpoint import Checkpoints
 from train.jax_loop.evaluate import evaluate, make_eval_step
 from train.jax_loop.optim import make_optimizer
 from train.metrics import MetricsLog, Progress
-from train.recipes import Recipe, get_recipe
+from train.recipes import Recipe
 from train.run import DivergedError, TrainOptions, TrainResult, default_workdir, model_config  # noqa: F401 (re-exported)
 from train.jax_loop.step import Metrics, StepFn, TrainState, make_multi_step, make_train_step
 from vit_spec import ViTConfig
@@ -60,15 +62,18 @@ class _Data:
     """A run's examples. The training split is in memory (a data_lib.Split) or, with --streaming, its tfds data
     source, read batch by batch as the steps need it; the held-out splits are in memory either way."""
 
-    train: Any  # data_lib.Split, or a data source when streamed
+    train: Any  # data_lib.Split; when streamed, a tfds data source or a folder_dataset.FolderData
     streamed: bool
     validation: data_lib.Split | None
-    test: data_lib.Split
+    test: data_lib.Split | None  # None: a folder without test/
     num_classes: int
     image_shape: tuple[int, int, int]
     name: str
     examples: int  # of the training split before the hold-out
     class_names: tuple[str, ...]
+    validation_record: dict[str, Any] | None = None  # config.json's (run.run_meta)
+    data_record: dict[str, Any] | None = None
+    lines: tuple[str, ...] = ()  # the run's first lines about its data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +137,7 @@ def train(
         run.write_config(setup.workdir, setup.meta, setup.options)
 
     log = MetricsLog(setup.workdir, start.step, enabled=setup.lead)
-    train_step = make_train_step(setup.model, setup.tx, setup.schedule, setup.recipe.augment, setup.data.num_classes,
+    train_step = make_train_step(setup.model, setup.tx, setup.schedule, _step_augment(setup), setup.data.num_classes,
                                  setup.mesh)
     eval_step = make_eval_step(setup.model, setup.mesh)
     progress = _open_progress(setup, start)
@@ -167,7 +172,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     """Everything the run decides before its state exists. The flags are checked before any data is read; the
     data then gives the steps per epoch, hence the run's length, for which the recipe is resolved."""
     _check(options)
-    recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
+    recipe = run.recipe_of(options)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
     architecture = run.architecture(options)
     mesh = sharding.make_mesh()
@@ -176,6 +181,9 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
         options = dataclasses.replace(options, workdir=default_workdir(options))
 
     data = _load_data(options, dataset)
+    if data.streamed and _on_device(options):
+        raise ValueError(f"{data.name} streams (its decoded images would not fit in memory): --steps-per-dispatch above 1 "
+                         "and --data-on-device keep the whole split on the device; drop them")
     order = data_lib.BatchOrder(len(data.train), recipe.batch_size, options.seed)
     spe = order.steps_per_epoch
     total = options.steps or recipe.epochs * spe
@@ -184,7 +192,8 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     init_summary = None
     if options.init_from:
         config, initial_params, init_summary = _finetune(
-            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant
+            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant,
+            data.class_names,
         )
     else:
         config = model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
@@ -194,7 +203,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     model = ViT(config, dtype=DTYPES[options.dtype])
     on_device = _on_device(options)
     meta = {
-        **run.run_meta(options, config, data.name, recipe, total, spe, data.examples),
+        **run.run_meta(options, config, data, recipe, total, spe),
         # Runs of another K (or data path) agree to float32 rounding, not bit for bit (train.jax_loop.step.make_multi_step).
         "steps_per_dispatch": options.steps_per_dispatch,
         "data_on_device": on_device,
@@ -213,20 +222,47 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
 def _load_data(options: TrainOptions, dataset: data_lib.Dataset | None) -> _Data:
     """options.dataset (or `dataset`) with --validation held out: in memory, or with --streaming (and no
     `dataset`) the training split as its data source and only the held-out splits read into memory."""
+    if dataset is None and folder_dataset.is_folder(options.dataset):
+        # A folder streams with --streaming, or where its decoded images would not fit in memory.
+        folder = folder_dataset.load(options.dataset, options.image_size, options.crop_pct, options.validation,
+                                     options.streaming, options.workers, run.checkpoint_size(options))
+        if not folder.plan.streamed:
+            return _in_memory(run.from_folder(folder))
+        h, w = folder.plan.size
+        return _Data(folder, True, folder.validation, folder.test, len(folder.plan.class_names), (h, w, 3),
+                     folder.name, folder.examples, folder.plan.class_names, folder.validation_record(),
+                     folder.record(), tuple(folder.lines()))
     if dataset is not None or not options.streaming:
-        loaded = run.load_in_memory(options, dataset)
-        return _Data(loaded.train, False, loaded.validation, loaded.test, loaded.num_classes, loaded.image_shape,
-                     loaded.name, loaded.examples, loaded.class_names)
+        return _in_memory(run.load_in_memory(options, dataset))
     sources = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))
     num_classes, image_shape = data_lib.describe(sources["train"])
     train_source, test = sources["train"], data_lib.load_split(sources["test"], "test")
-    examples = len(train_source)
-    train_idx, held_out = data_lib.validation_indices(examples, options.validation)
-    validation = data_lib.read_split(train_source, held_out) if options.validation else None
-    if options.validation:
+    examples, size = len(train_source), run.validation_size(options)
+    train_idx, held_out = data_lib.validation_indices(examples, size)
+    validation = data_lib.read_split(train_source, held_out) if size else None
+    if size:
         train_source = data_lib.SourceSubset(train_source, train_idx)
     return _Data(train_source, True, validation, test, num_classes, image_shape, options.dataset, examples,
-                 tuple(data_lib.label_names(sources["train"])))
+                 tuple(data_lib.label_names(sources["train"])),
+                 data_lib.validation_record(examples, size) if size else None)
+
+
+def _in_memory(loaded: run.InMemoryData) -> _Data:
+    return _Data(loaded.train, False, loaded.validation, loaded.test, loaded.num_classes, loaded.image_shape,
+                 loaded.name, loaded.examples, loaded.class_names, loaded.validation_record, loaded.data_record,
+                 loaded.lines)
+
+
+def _workers_crop(setup: _Setup) -> bool:
+    """Whether the random-resized crop is cut by the decoding workers (a streamed folder's full-size images)
+    rather than by the train step (from images decoded once at the model's size)."""
+    return isinstance(setup.data.train, folder_dataset.FolderData) and setup.recipe.augment.random_resized_crop
+
+
+def _step_augment(setup: _Setup) -> AugmentConfig:
+    """The augmentation the train step does: the recipe's, less a crop the workers already cut."""
+    augment = setup.recipe.augment
+    return dataclasses.replace(augment, random_resized_crop=False) if _workers_crop(setup) else augment
 
 
 def _initial_state(setup: _Setup) -> _Start:
@@ -234,7 +270,8 @@ def _initial_state(setup: _Setup) -> _Start:
     and the run's key."""
     mesh, seed = setup.mesh, setup.options.seed
     params = sharding.replicate(mesh, sharding.to_host(setup.initial_params(setup.config, jax.random.key(seed))))
-    state = jax.jit(lambda p: TrainState.create(p, setup.tx), out_shardings=sharding.replicated(mesh))(params)
+    state = jax.jit(lambda p: TrainState.create(p, setup.tx, setup.options.freeze),
+                    out_shardings=sharding.replicated(mesh))(params)
     rng = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))))
     return _Start(0, state, rng)
 
@@ -284,12 +321,15 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     data, total = setup.data, setup.total
     progress = Progress(total, start.step, enabled=setup.options.progress and setup.lead)
     if setup.lead:
+        for line in data.lines:
+            progress.note(line)
         if setup.init_summary and not start.resumed:  # a resumed run's weights are its checkpoint's
             progress.note(setup.init_summary)
+        for note in run.opening_notes(setup.options):
+            progress.note(note)
         # The length the regularisation was scaled to: a resumed run's first (_as_begun).
         progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
-        progress.note(f"training on {len(data.train)} examples, {len(data.validation) if data.validation is not None else 'none'} held out for validation"
-                      + ("" if data.validation is not None else " (--validation 0: the test split is scored once, at the end)"))
+        progress.note(run.examples_line(len(data.train), data.validation, data.test))
     if start.resumed:
         progress.note(f"resuming from step {start.step} of {total} in {setup.workdir}")
     return progress
@@ -303,7 +343,7 @@ def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn) -> Dispatch:
     pi, pc = jax.process_index(), jax.process_count()
     if setup.on_device:
         train_split = device_data.put_split(data.train, mesh)
-        multi_step = make_multi_step(setup.model, setup.tx, setup.schedule, setup.recipe.augment, data.num_classes, mesh)
+        multi_step = make_multi_step(setup.model, setup.tx, setup.schedule, _step_augment(setup), data.num_classes, mesh)
 
         def dispatch_rows(state: TrainState, step: int, done: int) -> tuple[TrainState, Metrics]:
             rows = device_data.global_rows(mesh, device_data.chunk_rows(order, step, done - step, pi, pc))
@@ -311,7 +351,13 @@ def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn) -> Dispatch:
 
         return dispatch_rows
     if data.streamed:
-        batches = iter(data_lib.StreamingBatches(data.train, order, start.step, setup.total, pi, pc))
+        if isinstance(data.train, folder_dataset.FolderData):
+            a = setup.recipe.augment
+            batches = iter(folder_dataset.stream(data.train, order, setup.options.seed, start.step, setup.total,
+                                                 setup.options.workers, _workers_crop(setup), a.crop_scale,
+                                                 a.crop_ratio, pi, pc))
+        else:
+            batches = iter(data_lib.StreamingBatches(data.train, order, start.step, setup.total, pi, pc))
     else:
         batches = data_lib.memory_batches(data.train, order, start.step, setup.total, pi, pc)
 
@@ -410,7 +456,7 @@ def _finish(
     """The final save: model.safetensors (by the lead), then the run's result. The scores are the loop's last
     evaluation's; when it scored no test split (a finished run resumed), they are taken here."""
     data = setup.data
-    if "test" not in evals:  # resumed a finished run: nothing trained, still report
+    if not evals:  # resumed a finished run: nothing trained, still report
         evals = dict(evals)
         for name, split in (("validation", data.validation), ("test", data.test)):
             if split is not None:
@@ -420,7 +466,8 @@ def _finish(
         jax_vit.save(setup.workdir / "model.safetensors", setup.config, host_params, data.class_names)
     checkpoints.close()
     val = evals.get("validation", {})
-    return TrainResult(str(setup.workdir), setup.config, setup.total, evals["test"]["accuracy"], evals["test"]["loss"],
+    test = evals.get("test", {})
+    return TrainResult(str(setup.workdir), setup.config, setup.total, test.get("accuracy"), test.get("loss"),
                        val.get("accuracy"), val.get("loss"), host_params, log.records)
 
 
@@ -443,9 +490,11 @@ def _finetune(
     num_classes: int,
     overrides: Mapping[str, Any] = (),
     variant: str | None = None,
+    class_names: tuple[str, ...] = (),
 ) -> tuple[ViTConfig, Callable[[ViTConfig, Any], Any], str]:
-    """finetune_start's (config, initial_params), and the line that says what was loaded."""
-    start = finetune_checkpoint(path, image_shape, num_classes, overrides, variant)
+    """finetune_start's (config, initial_params), and the line that says what was loaded (class_names: the
+    dataset's, which a new head gets where the file's own differ: train.finetune.finetune_checkpoint)."""
+    start = finetune_checkpoint(path, image_shape, num_classes, overrides, variant, class_names)
     config, state_dict, missing = start.config, start.state_dict, start.missing
 
     def initial_params(cfg: ViTConfig, rng: Any) -> Any:

@@ -1,13 +1,17 @@
 """The PyTorch twin of `train.jax_loop.augment`: the same train-step augmentation, built from torchvision's v2 transforms.
 
-In the order of the JAX `augment_batch`: random crop with zero padding -> horizontal flip -> RandAugment
--> normalise -> one-hot targets + label smoothing -> batch mixup/CutMix. Every draw comes from torch's
-global RNG, so `torch.manual_seed(s)` before a call fixes its output. The per-image transforms run in a
-loop over the batch, one image at a time: a torchvision v2 transform given a batched tensor draws once
-for the whole batch, and the JAX code draws per image.
+In the order of the JAX `augment_batch`: random crop with zero padding, or the random-resized crop ->
+horizontal flip -> RandAugment -> normalise -> one-hot targets + label smoothing -> batch mixup/CutMix.
+Every draw comes from torch's global RNG, so `torch.manual_seed(s)` before a call fixes its output. The
+per-image transforms run in a loop over the batch, one image at a time: a torchvision v2 transform given
+a batched tensor draws once for the whole batch, and the JAX code draws per image.
 
 What is the same as the JAX code, by construction:
 - crop: `v2.RandomCrop(size, padding, fill=0)`, offsets uniform on 0..2 * padding per axis; flip: p = 0.5.
+- random-resized crop: `v2.RandomResizedCrop(size, scale, ratio, antialias=True)`, bilinear. The box is drawn
+  as in JAX (10 attempts: area uniform in scale, log aspect uniform in log ratio, sides rounded, the first
+  that fits at a uniform position, else the centre crop with the aspect clamped to ratio), and resized back
+  with the same anti-aliased triangle weights over the box's pixels only.
 - RandAugment draws, per image and per layer, an op uniformly from the same 14 (timm's set less Invert and
   SolarizeAdd), applies it with `randaugment_prob`, with a random sign, at level min(m, 10) / 10 of the
   same maxima. `v2.RandAugment(num_ops=1, magnitude=i, num_magnitude_bins=101)` takes
@@ -20,7 +24,7 @@ What is the same as the JAX code, by construction:
 - mixup / CutMix: `v2.MixUp` / `v2.CutMix`, the whole batch mixed with `mix_prob`, CutMix chosen with
   `switch_prob` when both are on. CutMix's box (half sides int(W * sqrt(1 - lam) / 2), centre uniform,
   clipped) and its area-corrected lambda are the same formulas as in JAX.
-- With crop_padding=0, flip=False, randaugment_ops=0 and no mixing the output equals the JAX
+- With crop_padding=0, random_resized_crop=False, flip=False, randaugment_ops=0 and no mixing the output equals the JAX
   `augment_batch` bit for bit, run op by op on device arrays; jitted on CPU, XLA fuses part of the
   normalisation into FMAs, which moves some values by up to 2^-24 / std.
 
@@ -40,6 +44,11 @@ What differs, so the twins agree in distribution, not draw for draw (their RNGs 
   torchvision's maximum is 150/331 = 0.4532 of the size and it truncates to whole pixels
   (int(13.05) = 13 px at 32, level 0.9), JAX's is 0.45 and it rounds the source position (12.96 -> 13).
 - Gray fill: 128 here, 0.5 (127.5) in JAX.
+- Random-resized crop on uint8, on CPU: torch resizes in fixed point and rounds to uint8 between its
+  horizontal and vertical passes; JAX computes both in float32 and rounds once. A level apart at most (on
+  9-17 % of the pixels of random images; torch on float images, as on a GPU, agrees to 0.002 levels before
+  rounding). Torch draws the box in double precision, JAX in float32: a side can round the other way
+  when sqrt(area * r) falls within float32's error of a half.
 - Magnitude: a multiple of 0.1 level here (round(10 * m) of 101 bins); JAX takes m as it is.
 """
 
@@ -67,6 +76,13 @@ def randaugment_magnitude_index(magnitude: float) -> int:
 def per_image_transform(cfg: AugmentConfig, size: tuple[int, int]) -> v2.Transform | None:
     """Crop, flip and RandAugment for one (C, H, W) uint8 image; None when there is nothing random to do."""
     steps: list[v2.Transform] = []
+    if cfg.random_resized_crop:  # in place of the padding crop (AugmentConfig allows only one of the two)
+        steps.append(
+            v2.RandomResizedCrop(
+                size, scale=cfg.crop_scale, ratio=cfg.crop_ratio,
+                interpolation=v2.InterpolationMode.BILINEAR, antialias=True,
+            )
+        )
     if cfg.crop_padding > 0:
         steps.append(v2.RandomCrop(size, padding=cfg.crop_padding, fill=0))
     if cfg.flip:

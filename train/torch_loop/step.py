@@ -1,9 +1,10 @@
 """The PyTorch train step: the recipe's optimizer (train.torch_loop.optim), its learning rate, the loss and one update.
 
 The same semantics as the JAX step (train.jax_loop.step, train.jax_loop.optim), which the parity suite checks update by
-update: PyTorch's Adam with L2 decay (`adam_l2`) or AdamW with weight decay masked to matrices
-(`adamw`), gradients clipped to a global norm as optax clips them, the learning rate of
-train.schedule set before each update, soft-target cross-entropy (label smoothing, mixup, CutMix).
+update: PyTorch's Adam with L2 decay (`adam_l2`), AdamW with weight decay masked to matrices (`adamw`) or SGD with
+momentum (`sgd`), gradients clipped to a global norm as optax clips them, the learning rate of train.schedule set
+before each update (times each group's layer scale under layer-wise decay), soft-target cross-entropy (label
+smoothing, mixup, CutMix).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_vit import ViT
+from train import param_groups
 from train.augment_config import AugmentConfig
 from train.recipes import Recipe
 from train.schedule import learning_rate
@@ -36,6 +38,9 @@ class TrainStep:
     from torch's global RNG, which the trainer seeds per step), runs forward and backward, clips, updates
     and returns the metrics of the JAX step: loss, accuracy (of the unmixed labels), lr, grad_norm
     (before clipping), finite. A non-finite loss or gradient leaves the parameters untouched.
+
+    `freeze` (train.param_groups.FREEZE_CHOICES) turns requires_grad off on the parameters that do not train (as
+    the JAX TrainState.create's): the optimizer, clipping and grad_norm then cover the others only.
     """
 
     def __init__(
@@ -47,8 +52,12 @@ class TrainStep:
         num_classes: int,
         augment: AugmentConfig | None = None,
         autocast_dtype: torch.dtype | None = None,
+        freeze: str | None = None,
     ):
         self.model, self.recipe, self.num_classes = model, recipe, num_classes
+        if freeze is not None:  # the frozen parameters get no gradient, no optimizer state and no update
+            for name, param in model.named_parameters():
+                param.requires_grad_(param_groups.trains(name, freeze))
         self.augment = augment or recipe.augment
         self.optimizer = make_optimizer(model, recipe)
         self.lr: Callable[[int], float] = learning_rate(recipe, steps_per_epoch, total_steps)
@@ -78,7 +87,7 @@ class TrainStep:
         `step_index`, clipping, then the update (skipped when the loss or the gradients are not finite)."""
         lr = self.lr(step_index)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # layer decay (checkpoints from before it have no scale)
         grads = [p.grad for p in self.params]
         norm = global_norm(grads)
         finite = finite_loss and bool(torch.isfinite(norm))

@@ -12,7 +12,8 @@ alone, so a run resumed from a checkpoint continues exactly (bit for bit on the 
 
 `train` runs the stages of train.jax_loop.trainer's run, by the same names:
   _set_up              check the flags, read the data, resolve the recipe for the run's length: a _Setup
-  _initial_state       step 0: the model (fresh, or from given weights) and its optimizer
+  _initial_state       step 0: the model (fresh, or from given weights) and its optimizer (of the trainable
+                       parameters: --freeze)
   _resume              the newest good checkpoint in their place, with notes on what changed since
     _as_begun            a resumed run's regularisation as it began, whatever its new length
   _open_progress       the bar and the notes that open the run
@@ -38,7 +39,7 @@ from train import recipes, run
 from train.data import BatchOrder
 from train.finetune import finetune_checkpoint
 from train.metrics import MetricsLog, Progress
-from train.recipes import Recipe, get_recipe
+from train.recipes import Recipe
 from train.run import DivergedError, TrainOptions, TrainResult
 from train.torch_loop.checkpoint import TorchCheckpoints
 from train.torch_loop.evaluate import evaluate
@@ -156,7 +157,7 @@ def _set_up(
     device = torch.device(device) if device is not None else default_device()
     if options.dtype == "bfloat16" and device.type == "cpu":
         print("note: bfloat16 autocast on the CPU is slow in PyTorch; it is meant for CUDA", file=sys.stderr)
-    recipe = get_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, lr=options.lr)
+    recipe = run.recipe_of(options)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
     architecture = run.architecture(options)
     if options.workdir is None:
@@ -172,13 +173,14 @@ def _set_up(
     init_summary = None
     if options.init_from:
         start = finetune_checkpoint(
-            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant
+            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant,
+            data.class_names,
         )
         config, start_weights, missing, init_summary = start.config, start.state_dict, start.missing, start.summary
     else:
         config = run.model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
     recipe = recipes.as_trained(recipe, config)
-    meta = run.run_meta(options, config, data.name, recipe, total, spe, data.examples)
+    meta = run.run_meta(options, config, data, recipe, total, spe)
     return _Setup(
         options=options, workdir=Path(options.workdir), device=device, data=data, order=order, spe=spe, total=total,
         checkpoint_every=options.checkpoint_every or spe, recipe=recipe, config=config, start_weights=start_weights,
@@ -200,7 +202,7 @@ def _initial_state(setup: _Setup) -> _Start:
         model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in weights.items()}, strict=True)
     model = model.to(setup.device)
     trainer = TrainStep(model, setup.recipe, setup.spe, setup.total, setup.data.num_classes,
-                        autocast_dtype=DTYPES[setup.options.dtype])
+                        autocast_dtype=DTYPES[setup.options.dtype], freeze=setup.options.freeze)
     return _Start(0, model, trainer)
 
 
@@ -243,12 +245,15 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     """The progress bar, from the loop's first step, and the notes that open the run."""
     data = setup.data
     progress = Progress(setup.total, start.step, enabled=setup.options.progress)
+    for line in data.lines:
+        progress.note(line)
     if setup.init_summary and not start.resumed:  # a resumed run's weights are its checkpoint's
         progress.note(setup.init_summary)
+    for note in run.opening_notes(setup.options):
+        progress.note(note)
     # The length the regularisation was scaled to: a resumed run's first (_as_begun).
     progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
-    progress.note(f"training the PyTorch model on {setup.device} on {len(data.train)} examples, "
-                  f"{len(data.validation) if data.validation is not None else 'none'} held out for validation")
+    progress.note(f"{run.examples_line(len(data.train), data.validation, data.test)}; the PyTorch model on {setup.device}")
     if start.resumed:
         progress.note(f"resuming from step {start.step} of {setup.total} in {setup.workdir}")
     return progress
@@ -314,7 +319,7 @@ def _finish(setup: _Setup, model: torch_vit.ViT, evals: dict[str, dict[str, floa
     """The final save: model.safetensors, then the run's result. The scores are the loop's last evaluation's;
     when it scored no test split (a finished run resumed), they are taken here."""
     data = setup.data
-    if "test" not in evals:  # resumed a finished run: nothing trained, still report
+    if not evals:  # resumed a finished run: nothing trained, still report
         evals = dict(evals)
         for name, split in (("validation", data.validation), ("test", data.test)):
             if split is not None:
@@ -322,5 +327,6 @@ def _finish(setup: _Setup, model: torch_vit.ViT, evals: dict[str, dict[str, floa
     model = model.cpu()
     torch_vit.save(setup.workdir / "model.safetensors", model, data.class_names)
     val = evals.get("validation", {})
-    return TrainResult(str(setup.workdir), setup.config, setup.total, evals["test"]["accuracy"], evals["test"]["loss"],
+    test = evals.get("test", {})
+    return TrainResult(str(setup.workdir), setup.config, setup.total, test.get("accuracy"), test.get("loss"),
                        val.get("accuracy"), val.get("loss"), torch_vit.state_dict_numpy(model), log.records)
