@@ -175,14 +175,21 @@ def read_records(source: Any, indices: Sequence[int]) -> tuple[np.ndarray, np.nd
     return images, labels
 
 
+def cache_root() -> Path | None:
+    """The folder of decoded-array caches ($VIT_DATA_CACHE, else ~/.cache/vit-twins); None where it is turned off
+    ("", 0, off, none)."""
+    root = os.environ.get("VIT_DATA_CACHE", str(Path.home() / ".cache" / "vit-twins"))
+    return None if root.lower() in ("", "0", "off", "none") else Path(root)
+
+
 def _cache_path(source: Any, split: str) -> Path | None:
     """Where decoded arrays of this split are cached: decoding PNGs costs ~15 s per CIFAR start."""
-    root = os.environ.get("VIT_DATA_CACHE", str(Path.home() / ".cache" / "vit-twins"))
-    if root.lower() in ("", "0", "off", "none"):
+    root = cache_root()
+    if root is None:
         return None
     info = source.dataset_info
     origin = hashlib.sha1(str(Path(info.data_dir).resolve()).encode()).hexdigest()[:10]
-    return Path(root) / f"{info.name}-{info.version}-{split}-{len(source)}-{origin}.npz"
+    return root / f"{info.name}-{info.version}-{split}-{len(source)}-{origin}.npz"
 
 
 def load_split(source: Any, split: str, chunk: int = 5000) -> Split:

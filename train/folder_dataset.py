@@ -156,7 +156,8 @@ def _headers(layout: image_folder.FolderLayout, workers: int) -> tuple[dict[str,
     header is no image's; cached per folder state (train.data's cache folder)."""
     files = [f.path for split in layout.splits.values() for f in split]
     key = hashlib.sha1(("headers", *[layout.fingerprint(s) for s in sorted(layout.splits)]).__repr__().encode()).hexdigest()[:16]
-    path = _cache_root() / f"folder-headers-{key}.json" if _cache_root() else None
+    root = data_lib.cache_root()
+    path = root / f"folder-headers-{key}.json" if root else None
     if path is not None and path.is_file():
         try:
             cached = json.loads(path.read_text())
@@ -191,11 +192,6 @@ class _HeaderChunk:
         return out
 
 
-def _cache_root() -> Path | None:
-    root = os.environ.get("VIT_DATA_CACHE", str(Path.home() / ".cache" / "vit-twins"))
-    return None if root.lower() in ("", "0", "off", "none") else Path(root)
-
-
 def _write_json(path: Path, value: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +209,7 @@ def decode(plan_: FolderPlan, split: str, indices: tuple[int, ...], transform: i
     chosen = [files[i] for i in indices if files[i].path not in plan_.unreadable]
     key = hashlib.sha1(repr((plan_.layout.fingerprint(split), [f.path for f in chosen], transform.record()))
                        .encode()).hexdigest()[:16]
-    root = _cache_root()
+    root = data_lib.cache_root()
     path = root / f"folder-{split}-{key}.npz" if root else None
     if path is not None and path.is_file():
         try:
@@ -351,15 +347,21 @@ def stream(data: FolderData, order: Any, seed: int, start: int, stop: int, worke
         process_index, process_count)
 
 
+def _split_name(layout: image_folder.FolderLayout, split: str) -> str:
+    """--split as the layout names it (val is validation); an error naming the splits there are, where absent."""
+    split = "validation" if split == "val" else split
+    if split not in layout.splits:
+        raise data_lib.DatasetError(f"{layout.root} has no {split}/ split (it has {', '.join(layout.splits)})")
+    return split
+
+
 def eval_split(name: str, split: str, image_size: tuple[int, int], class_names: tuple[str, ...] | None,
                num_classes: int, crop_pct: float | None = None, workers: int = 0) -> tuple[data_lib.Split, dict[str, str]]:
     """One split of a folder, decoded as a run evaluates it (`vit eval`), for a model of `image_size` whose
     classes are `class_names` (its weights file's; None where it records none: only their count is checked).
     Returns the split and the files left out, with why."""
     layout = image_folder.scan(folder_root(name))
-    split = "validation" if split == "val" else split
-    if split not in layout.splits:
-        raise data_lib.DatasetError(f"{layout.root} has no {split}/ split (it has {', '.join(layout.splits)})")
+    split = _split_name(layout, split)
     if class_names and tuple(class_names) != layout.class_names:
         raise data_lib.DatasetError(
             f"the model's classes ({', '.join(class_names)}) are not the folder's ({', '.join(layout.class_names)}): "
@@ -376,10 +378,7 @@ def read_examples(name: str, split: str, indices: list[int]) -> tuple[list[np.nd
     """(images as stored, each its own size; labels; class names) of the examples `indices` of a folder's split,
     in the scan's order (`vit attention --dataset folder:PATH --index N`)."""
     layout = image_folder.scan(folder_root(name))
-    split = "validation" if split == "val" else split
-    if split not in layout.splits:
-        raise data_lib.DatasetError(f"{layout.root} has no {split}/ split (it has {', '.join(layout.splits)})")
-    files = layout.splits[split]
+    files = layout.splits[_split_name(layout, split)]
     bad = [i for i in indices if not 0 <= i < len(files)]
     if bad:
         raise ValueError(f"--index {bad} out of range: {layout.root / split} has images 0..{len(files) - 1}")
