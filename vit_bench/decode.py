@@ -25,7 +25,10 @@ SOURCE_SIZE = (375, 500)  # (h, w): ImageNet's most common image size
 SIZE = (224, 224)
 FILES = 96
 BATCH = 16
-BATCHES = 6  # per timed sample, after one untimed batch (worker start-up)
+BATCHES = 24  # per timed sample, after WARMUP untimed ones
+# Untimed batches first: the workers' start-up (spawning, importing) and their first prefetched elements, which
+# arrive together; with fewer timed batches than this, a worker's rate comes out at a third of its steady one.
+WARMUP = 3
 # A published accelerator's S/16 training rate: timm's benchmark of vit_small_patch16_224 training at 224, AMP,
 # batch 384, on one RTX 3090 (PyTorch 1.12): 1052.9 images/s (pytorch-image-models,
 # results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv). Newer accelerators train faster still.
@@ -53,15 +56,16 @@ def write_jpegs(folder: Path, count: int = FILES, seed: int = 0) -> list[str]:
 
 
 def _decode_images_per_s(root: Path, paths: list[str], workers: int, seed: int) -> float:
-    """Images/s of FolderStream over BATCHES batches, after its first (which pays for starting the workers)."""
+    """Images/s of FolderStream over BATCHES batches, after WARMUP (which pay for starting the workers)."""
     from train.data import BatchOrder
     from train.image_pipeline import FolderStream, Transform
 
     order = BatchOrder(len(paths), BATCH, seed)
     stream = FolderStream(root, paths, np.zeros(len(paths), np.int32), order, Transform(SIZE, random_crop=True),
-                          seed, 0, BATCHES + 1, workers)
+                          seed, 0, WARMUP + BATCHES, workers)
     batches = iter(stream)
-    next(batches)
+    for _ in range(WARMUP):
+        next(batches)
     start = time.perf_counter()
     for _ in batches:
         pass
