@@ -17,6 +17,11 @@ Framework-free modules at the top, shared by both loops:
   launch          a run in the framework its options name
   evaluation      `vit eval`: a weights file scored by either twin, and where the two disagree
   recipe_grid     `vit recipes`: a grid of runs and their table
+  length_advice   what a CPU run of a recipe's own length says of its time and of the measured shorter runs
+  interrupts      SIGINT / SIGTERM: stop after the step in flight, with a checkpoint of it
+  workdir_lock    one live run per workdir
+  checkpoint_cadence  when a run checkpoints: steps, time, or each epoch and every 30 minutes
+  write_errors    a full disk in one line; what unfinished saves left, removed at the next start
 The two loops, module for module (trainer, step, augment, checkpoint, evaluate, optim):
   jax_loop/       JAX (never torch): jitted optax steps, on-device augmentation, sharding, orbax checkpoints
   torch_loop/     PyTorch (never jax), `--framework torch`: torch.optim, torchvision augmentation, torch.save

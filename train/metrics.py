@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from train.write_errors import writing
 from vit_spec import atomic_path
 
 
@@ -30,13 +31,14 @@ class MetricsLog:
                 if isinstance(record, dict) and record.get("step", math.inf) <= resume_step:
                     self.records.append(record)
         if enabled:
-            with atomic_path(self.path) as tmp:
+            with writing("metrics.jsonl", self.path, self.path.parent), atomic_path(self.path) as tmp:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if self.enabled:
-            with open(self.path, "a") as f:
+            # A full disk may leave half a line: reading skips it (above), and the run stops with the error.
+            with writing("metrics.jsonl", self.path, self.path.parent), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     def plot(self, path: str | Path) -> None:
@@ -46,7 +48,8 @@ class MetricsLog:
             return
         from vit_figures import curves
 
-        curves.save(curves.draw([curves.group(self.records)], [self.path.parent.name or "run"]), path)
+        with writing(Path(path).name, path, self.path.parent):
+            curves.save(curves.draw([curves.group(self.records)], [self.path.parent.name or "run"]), path)
 
 
 class Progress:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from train import data as data_lib
-from train import folder_dataset, param_groups, recipes
+from train import folder_dataset, param_groups, recipes, write_errors
 from train.finetune import checkpoint_image_size
 from train.recipes import Recipe
 from vit_spec import ViTConfig, atomic_path
@@ -64,7 +64,9 @@ class TrainOptions:
     pool: str | None = None  # ViTConfig.pool; None: the variant's (cls)
     regularisation: dict[str, Any] | None = None  # explicit recipes.REGULARISATION_PARTS, over the recipe's
     log_every: int = 50  # steps between metrics.jsonl records
-    checkpoint_every: int | None = None  # steps; None: once per epoch
+    # --checkpoint-every: steps or seconds (train.checkpoint_cadence); neither: each epoch and every 30 minutes.
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = None
     keep_checkpoints: int = 3
     streaming: bool = False  # read training batches from the data source instead of memory (JAX)
     steps_per_dispatch: int = 1  # train steps per jitted call; >1 keeps the split on the device (JAX)
@@ -132,7 +134,9 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
     if options.log_every < 1:
         raise ValueError(f"--log-every must be at least 1, got {options.log_every}")
     if options.checkpoint_every is not None and options.checkpoint_every < 1:
-        raise ValueError(f"--checkpoint-every must be at least 1, got {options.checkpoint_every}")
+        raise ValueError(f"--checkpoint-every must be at least 1 step, got {options.checkpoint_every}")
+    if options.checkpoint_seconds is not None and options.checkpoint_seconds <= 0:
+        raise ValueError(f"--checkpoint-every must be a positive duration, got {options.checkpoint_seconds} s")
     check_keep(options.keep_checkpoints)
     if not folder_dataset.is_folder(options.dataset):
         given = [flag for flag, value in (("--image-size", options.image_size), ("--crop-pct", options.crop_pct))
@@ -285,7 +289,7 @@ def run_meta(
 
 
 def write_config(workdir: Path, meta: dict[str, Any], options: TrainOptions) -> None:
-    with atomic_path(workdir / "config.json") as tmp:
+    with write_errors.writing("config.json", workdir / "config.json", workdir), atomic_path(workdir / "config.json") as tmp:
         tmp.write_text(json.dumps({**meta, "options": dataclasses.asdict(options)}, indent=2) + "\n")
 
 

@@ -58,3 +58,13 @@ non_negative_int = int_at_least(0)
 positive_float = float_in(0.0, low_open=True)
 non_negative_float = float_in(0.0)
 rate = float_in(0.0, 1.0, high_open=True)  # a probability that must leave something: dropout, drop path, smoothing
+
+
+def steps_or_duration(text: str) -> tuple[int | None, float | None]:
+    """--checkpoint-every: (steps, None) for "500", (None, seconds) for "90s", "10m", "1.5h"."""
+    from train.checkpoint_cadence import parse_every
+
+    try:
+        return parse_every(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "vit_cli.parity",  # vit parity
     "vit_cli.summary",  # vit summary
     "vit_cli.bench",  # vit bench
+    "vit_cli.baseline",  # vit baseline
 )
 
 
@@ -47,9 +48,14 @@ OPTIONAL_EXTRAS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from train.interrupts import Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except Interrupted as e:  # a run stopped by SIGINT or SIGTERM, after saving its checkpoint
+        print(e, file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

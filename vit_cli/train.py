@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from vit_cli.flag_types import float_in, non_negative_float, non_negative_int, positive_float, positive_int, rate
+from vit_cli.flag_types import float_in, non_negative_float, non_negative_int, positive_float, positive_int, rate, steps_or_duration
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--drop-path", type=rate, metavar="RATE", help="stochastic depth rate of the last block")
     g.add_argument("--dropout", type=rate, metavar="RATE", help="dropout after the position embedding, attention and MLP")
     p.add_argument("--log-every", type=positive_int, default=50, help="steps between metrics.jsonl records (default: 50)")
-    p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: one epoch)")
+    p.add_argument("--checkpoint-every", type=steps_or_duration, metavar="N|TIME",
+                   help="steps between checkpoints (500), or the time between them (90s, 10m, 1.5h) "
+                   "(default: each epoch, and at most 30 minutes after the last)")
     p.add_argument("--keep-checkpoints", type=positive_int, default=3, help="the newest checkpoints kept, at least 1 (default: 3)")
     p.add_argument("--init-from", metavar="FILE", help="fine-tune from a checkpoint in any format `vit convert` reads "
                    "(vit, timm, hf, npz, big_vision): its architecture and normalisation, resampled to the dataset's "
@@ -107,7 +109,8 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
         layer_decay=args.layer_decay, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
         dtype=args.dtype, eval_every=args.eval_every, log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        checkpoint_every=args.checkpoint_every[0] if args.checkpoint_every else None,
+        checkpoint_seconds=args.checkpoint_every[1] if args.checkpoint_every else None, keep_checkpoints=args.keep_checkpoints,
         streaming=args.streaming, progress=args.progress, init_from=args.init_from, init_variant=args.init_variant,
         freeze=args.freeze,
         steps_per_dispatch=args.steps_per_dispatch, data_on_device=args.data_on_device,

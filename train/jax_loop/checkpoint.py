@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
+from train import write_errors
 from train.run import CheckpointMismatchError, check_keep, check_same_run  # noqa: F401 (CheckpointMismatchError re-exported)
 
 # The meta of the run that resumes a checkpoint, or how to get it from the checkpoint's own meta (a resumed run
@@ -50,16 +51,19 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, rng_data: jax.Array, meta: dict[str, Any]) -> None:
-        """Saves {state, rng} and meta as checkpoint `step`, then drops those beyond the last K."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave({"state": state, "rng": rng_data}),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
+        """Saves {state, rng} and meta as checkpoint `step`, then drops those beyond the last K. A full disk
+        (or another write error of the file system) is a one-line train.write_errors.WriteError."""
+        with (write_errors.writing(f"the checkpoint of step {step}", self.directory, self.directory.parent),
+              write_errors.quiet_unless_it_succeeds(self.directory)):
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave({"state": state, "rng": rng_data}),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+            self.manager.wait_until_finished()
 
     def read_meta(self, step: int) -> dict[str, Any]:
         return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])

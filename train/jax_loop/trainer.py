@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -30,9 +31,11 @@ import jax_vit
 from jax_vit import ViT
 from train import data as data_lib
 from train import folder_dataset
-from train import recipes, run
+from train import length_advice, recipes, run, write_errors
 from train.augment_config import AugmentConfig
+from train.checkpoint_cadence import CheckpointCadence
 from train.finetune import finetune_checkpoint
+from train.interrupts import Interrupted, StopSignals
 from train.jax_loop import device_data, sharding
 from train.jax_loop.checkpoint import Checkpoints
 from train.jax_loop.evaluate import evaluate, make_eval_step
@@ -41,6 +44,7 @@ from train.metrics import MetricsLog, Progress
 from train.recipes import Recipe
 from train.run import DivergedError, TrainOptions, TrainResult, default_workdir, model_config  # noqa: F401 (re-exported)
 from train.jax_loop.step import Metrics, StepFn, TrainState, make_multi_step, make_train_step
+from train.workdir_lock import WorkdirLock
 from vit_spec import ViTConfig
 
 if TYPE_CHECKING:
@@ -90,7 +94,7 @@ class _Setup:
     order: data_lib.BatchOrder
     spe: int  # steps per epoch
     total: int  # steps of the whole run
-    checkpoint_every: int
+    cadence: CheckpointCadence
     recipe: Recipe  # resolved for the run's length, normalising as the model expects
     config: ViTConfig
     model: ViT
@@ -126,8 +130,21 @@ def train(
 ) -> TrainResult:
     """Trains (or resumes training in options.workdir) and returns the final state and test metrics.
 
-    `dataset` replaces reading options.dataset from tfds (tests pass small in-memory data).
+    `dataset` replaces reading options.dataset from tfds (tests pass small in-memory data). The workdir is the
+    run's alone while it runs (train.workdir_lock: the lead holds it); SIGINT and SIGTERM stop it after the step
+    in flight with a checkpoint of that step (train.interrupts.Interrupted).
     """
+    _check(options)
+    if options.workdir is None:
+        options = dataclasses.replace(options, workdir=default_workdir(options))
+    lead = jax.process_index() == 0
+    with WorkdirLock(options.workdir) if lead else contextlib.nullcontext():
+        if lead:
+            write_errors.remove_unfinished_saves(options.workdir)
+        return _train(options, dataset, initial_params)
+
+
+def _train(options: TrainOptions, dataset: data_lib.Dataset | None, initial_params: InitialParams | None) -> TrainResult:
     setup = _set_up(options, dataset, initial_params)
     # State: fresh (or from initial_params), then replaced by the newest good checkpoint.
     start = _initial_state(setup)
@@ -212,7 +229,8 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     }
     return _Setup(
         options=options, workdir=Path(options.workdir), mesh=mesh, lead=jax.process_index() == 0, on_device=on_device,
-        data=data, order=order, spe=spe, total=total, checkpoint_every=options.checkpoint_every or spe, recipe=recipe,
+        data=data, order=order, spe=spe, total=total, recipe=recipe,
+        cadence=CheckpointCadence.of_run(options.checkpoint_every, options.checkpoint_seconds, spe),
         config=config, model=model, tx=tx, schedule=schedule,
         initial_params=initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key)), meta=meta,
         init_summary=init_summary,
@@ -378,42 +396,78 @@ def _train_loop(
     progress: Progress,
 ) -> tuple[TrainState, dict[str, dict[str, float]]]:
     """Runs the steps from start.step to the end, call by call; after each call, the train record, evaluation
-    and checkpoint due at its last step. Returns the final state and the latest scores per split."""
-    options, spe, total = setup.options, setup.spe, setup.total
+    and checkpoint due at its last step. Returns the final state and the latest scores per split.
+
+    A SIGINT or SIGTERM (StopSignals) ends it after the call in flight: its train record, the evaluation due
+    then, a checkpoint of its last step, then Interrupted."""
+    options, spe, total, cadence = setup.options, setup.spe, setup.total, setup.cadence
     # A call never runs past a step that logs, evaluates or checkpoints: those need its state.
-    boundaries = (options.log_every, setup.checkpoint_every, spe * options.eval_every)
+    boundaries = (options.log_every, cadence.every_steps or 0, spe * options.eval_every)
     steps_per_call = options.steps_per_dispatch if setup.on_device else 1
     window = _Window(start.step, time.perf_counter())
     evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
     compiled: set[int] = set()  # the call lengths (steps per call) compiled so far
     state, step = start.state, start.step
-    while step < total:
-        done = call_end(step, steps_per_call, total, boundaries)
-        compiles = done - step not in compiled
-        if compiles:
-            jax.block_until_ready(window.pending)  # the calls before are timed up to here
-            compile_start = time.perf_counter()
-        state, metrics = dispatch(state, step, done)
-        window.pending.append(metrics)
-        progress.dispatched(done - step, metrics)  # the bar counts the steps as they finish
-        if compiles:  # leave compilation out of images/s
-            jax.block_until_ready(metrics)
-            window.tick += time.perf_counter() - compile_start
-            window.untimed += done - step
-            compiled.add(done - step)
-        step = done
-        want_eval = run.wants_eval(done, total, spe, options.eval_every, setup.data.validation is not None)
-        want_checkpoint = done == total or done % setup.checkpoint_every == 0
-        # A run's last step always logs, whatever --log-every: a short run gets its train record.
-        if window.pending and (done % options.log_every == 0 or done == total or want_eval or want_checkpoint):
-            window = _write_train_record(setup, window, done, checkpoints, log, progress)
-        if want_eval:
-            evals.update(_evaluate_round(setup, eval_step, state.params, done, log, progress))
-            window.tick = time.perf_counter()  # nor is evaluating
-        if want_checkpoint:
-            checkpoints.save(done, state, start.rng, setup.meta)
-            window.tick = time.perf_counter()  # saving is not training time
+    advise = start.step == 0 and setup.lead and length_advice.applies(options.epochs, options.steps,
+                                                                      jax.default_backend() != "cpu")
+    cadence.saved()  # the clock of --checkpoint-every's time starts with the loop
+    with StopSignals(_preemption_sync_point(), say=progress.note) as stop:
+        while step < total:
+            done = call_end(step, steps_per_call, total, boundaries)
+            compiles = done - step not in compiled
+            if compiles:
+                jax.block_until_ready(window.pending)  # the calls before are timed up to here
+                compile_start = time.perf_counter()
+            state, metrics = dispatch(state, step, done)
+            window.pending.append(metrics)
+            progress.dispatched(done - step, metrics)  # the bar counts the steps as they finish
+            if compiles:  # leave compilation out of images/s
+                jax.block_until_ready(metrics)
+                window.tick += time.perf_counter() - compile_start
+                window.untimed += done - step
+                compiled.add(done - step)
+            step = done
+            stopping = stop.stop_at(done) and done < total
+            want_eval = run.wants_eval(done, total, spe, options.eval_every, setup.data.validation is not None)
+            # By time only at train-record steps, the same steps in every process, and by process 0's clock.
+            timed = cadence.every_seconds is not None and done % options.log_every == 0
+            want_checkpoint = stopping or cadence.due(done, total, timed and _agreed(cadence.time_due(done, options.log_every)))
+            # A run's last step always logs, whatever --log-every: a short run gets its train record.
+            if window.pending and (done % options.log_every == 0 or done == total or want_eval or want_checkpoint):
+                window = _write_train_record(setup, window, done, checkpoints, log, progress)
+                if advise and log.records[-1]["images_per_s"]:
+                    progress.note(length_advice.for_run(setup.options, setup.recipe, setup.total, setup.spe,
+                                                        log.records[-1]["images_per_s"]))
+                    advise = False
+            if want_eval:
+                evals.update(_evaluate_round(setup, eval_step, state.params, done, log, progress))
+                window.tick = time.perf_counter()  # nor is evaluating
+            if want_checkpoint:
+                checkpoints.save(done, state, start.rng, setup.meta)
+                cadence.saved()
+                window.tick = time.perf_counter()  # saving is not training time
+            if stopping:
+                raise Interrupted(stop.signum, done)
     return state, evals
+
+
+def _preemption_sync_point() -> Callable[[int], bool] | None:
+    """In a multi-process run, the step every process stops and saves at after a SIGTERM (or SIGINT) reaches any
+    of them: JAX's preemption service (train.interrupts)."""
+    if jax.process_count() == 1:
+        return None
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point
+
+
+def _agreed(due: bool) -> bool:
+    """A decision each process takes by its own clock, made the same everywhere: process 0's."""
+    if jax.process_count() == 1:
+        return due
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
 
 
 def _write_train_record(
@@ -463,7 +517,9 @@ def _finish(
                 evals[name] = evaluate(eval_step, state.params, split, setup.mesh, setup.options.eval_batch_size)
     host_params = sharding.to_host(state.params)
     if setup.lead:
-        jax_vit.save(setup.workdir / "model.safetensors", setup.config, host_params, data.class_names)
+        path = setup.workdir / "model.safetensors"
+        with write_errors.writing("the trained weights", path, setup.workdir):
+            jax_vit.save(path, setup.config, host_params, data.class_names)
     checkpoints.close()
     val = evals.get("validation", {})
     test = evals.get("test", {})

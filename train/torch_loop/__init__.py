@@ -7,4 +7,6 @@ module for module.
   checkpoint   torch.save checkpoints, written atomically
   evaluate     accuracy, and of a weights file
   optim        the torch.optim optimizer of a recipe, its weight-decay mask, global-norm clipping
+And beside the twin's loop, not part of it:
+  resnet_baseline  `vit baseline`: the tutorial's reference CNN (a CIFAR ResNet-18), trained on the same data
 """

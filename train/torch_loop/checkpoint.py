@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from train import write_errors
 from train.run import CheckpointMismatchError, check_keep, check_same_run
 from vit_spec import atomic_path
 
@@ -51,9 +52,13 @@ class TorchCheckpoints:
         return self.directory / f"step_{step}.pt"
 
     def save(self, step: int, model: torch.nn.Module, optimizer: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Saves checkpoint `step`, then drops those beyond the last K."""
-        with atomic_path(self.path(step)) as tmp:
-            torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer, "meta": json.dumps(meta)}, tmp)
+        """Saves checkpoint `step`, then drops those beyond the last K. A full disk (or another write error of the
+        file system) is a one-line train.write_errors.WriteError."""
+        with write_errors.writing(f"the checkpoint of step {step}", self.directory, self.directory.parent):
+            # Through a Python file: a full disk then raises OSError(ENOSPC) (torch's own writer says only
+            # "unexpected pos").
+            with atomic_path(self.path(step)) as tmp, open(tmp, "wb") as f:
+                torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer, "meta": json.dumps(meta)}, f)
         for old in self.steps()[: -self.keep]:
             self.path(old).unlink(missing_ok=True)
 

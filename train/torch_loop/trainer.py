@@ -35,15 +35,18 @@ import numpy as np
 import torch
 
 import torch_vit
-from train import recipes, run
+from train import length_advice, recipes, run, write_errors
+from train.checkpoint_cadence import CheckpointCadence
 from train.data import BatchOrder
 from train.finetune import finetune_checkpoint
+from train.interrupts import Interrupted, StopSignals
 from train.metrics import MetricsLog, Progress
 from train.recipes import Recipe
 from train.run import DivergedError, TrainOptions, TrainResult
 from train.torch_loop.checkpoint import TorchCheckpoints
 from train.torch_loop.evaluate import evaluate
 from train.torch_loop.step import TrainStep
+from train.workdir_lock import WorkdirLock
 from vit_spec import ViTConfig
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -64,7 +67,7 @@ class _Setup:
     order: BatchOrder
     spe: int  # steps per epoch
     total: int  # steps of the whole run
-    checkpoint_every: int
+    cadence: CheckpointCadence
     recipe: Recipe  # resolved for the run's length, normalising as the model expects
     config: ViTConfig
     start_weights: Mapping[str, np.ndarray] | None  # None: a fresh initialisation
@@ -117,7 +120,24 @@ def train(
             twin's distributions, torch_vit.ViT.init_like_flax, under the run's seed); `vit compare` starts
             both frameworks from the same weights.
         device: default CUDA when available, else the CPU.
+
+    The workdir is the run's alone while it runs (train.workdir_lock); SIGINT and SIGTERM stop it after the step
+    in flight with a checkpoint of that step (train.interrupts.Interrupted).
     """
+    _check(options)
+    if options.workdir is None:
+        options = dataclasses.replace(options, workdir=run.default_workdir(options))
+    with WorkdirLock(options.workdir):
+        write_errors.remove_unfinished_saves(options.workdir)
+        return _train(options, dataset, initial_state_dict, device)
+
+
+def _train(
+    options: TrainOptions,
+    dataset: Any,
+    initial_state_dict: Mapping[str, np.ndarray] | None,
+    device: torch.device | str | None,
+) -> TrainResult:
     setup = _set_up(options, dataset, initial_state_dict, device)
     start = _initial_state(setup)
     checkpoints = TorchCheckpoints(setup.workdir, keep=setup.options.keep_checkpoints)
@@ -183,7 +203,8 @@ def _set_up(
     meta = run.run_meta(options, config, data, recipe, total, spe)
     return _Setup(
         options=options, workdir=Path(options.workdir), device=device, data=data, order=order, spe=spe, total=total,
-        checkpoint_every=options.checkpoint_every or spe, recipe=recipe, config=config, start_weights=start_weights,
+        cadence=CheckpointCadence.of_run(options.checkpoint_every, options.checkpoint_seconds, spe), recipe=recipe,
+        config=config, start_weights=start_weights,
         missing=tuple(missing), meta=meta, init_summary=init_summary,
     )
 
@@ -263,29 +284,43 @@ def _train_loop(
     setup: _Setup, start: _Start, checkpoints: TorchCheckpoints, log: MetricsLog, progress: Progress
 ) -> dict[str, dict[str, float]]:
     """Runs the steps from start.step to the end; after each, the train record, evaluation and checkpoint due
-    then. Returns the latest scores per split (the model is trained in place)."""
-    options, spe, total, data = setup.options, setup.spe, setup.total, setup.data
+    then. Returns the latest scores per split (the model is trained in place).
+
+    A SIGINT or SIGTERM (StopSignals) ends it after the step in flight: its train record, the evaluation due
+    then, a checkpoint of that step, then Interrupted."""
+    options, spe, total, data, cadence = setup.options, setup.spe, setup.total, setup.data, setup.cadence
     model, trainer = start.model, start.trainer
     window = _Window(start.step, time.perf_counter())
     evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
-    for step in range(start.step, total):
-        idx = setup.order.indices(step)
-        torch.manual_seed(step_seed(options.seed, step))  # this step's augmentation and dropout
-        metrics = trainer.step(torch.from_numpy(data.train.images[idx]), torch.from_numpy(data.train.labels[idx].astype(np.int64)), step)
-        window.pending.append(metrics)
-        progress.update(1)
-        done = step + 1
-        want_eval = run.wants_eval(done, total, spe, options.eval_every, data.validation is not None)
-        want_checkpoint = done == total or done % setup.checkpoint_every == 0
-        # A run's last step always logs, whatever --log-every: a short run gets its train record.
-        if not metrics["finite"] or done % options.log_every == 0 or done == total or want_eval or want_checkpoint:
-            window = _write_train_record(setup, window, done, checkpoints, log, progress)
-        if want_eval:
-            evals.update(_evaluate_round(setup, model, done, log, progress))
-            window.tick = time.perf_counter()
-        if want_checkpoint:
-            checkpoints.save(done, model, trainer.state_dict(), setup.meta)
-            window.tick = time.perf_counter()
+    advise = start.step == 0 and length_advice.applies(options.epochs, options.steps, setup.device.type != "cpu")
+    cadence.saved()  # the clock of --checkpoint-every's time starts with the loop
+    with StopSignals(say=progress.note) as stop:
+        for step in range(start.step, total):
+            idx = setup.order.indices(step)
+            torch.manual_seed(step_seed(options.seed, step))  # this step's augmentation and dropout
+            metrics = trainer.step(torch.from_numpy(data.train.images[idx]), torch.from_numpy(data.train.labels[idx].astype(np.int64)), step)
+            window.pending.append(metrics)
+            progress.update(1)
+            done = step + 1
+            stopping = stop.stop_at(done) and done < total
+            want_eval = run.wants_eval(done, total, spe, options.eval_every, data.validation is not None)
+            want_checkpoint = stopping or cadence.due(done, total, cadence.time_due(done, options.log_every))
+            # A run's last step always logs, whatever --log-every: a short run gets its train record.
+            if not metrics["finite"] or done % options.log_every == 0 or done == total or want_eval or want_checkpoint:
+                window = _write_train_record(setup, window, done, checkpoints, log, progress)
+                if advise and log.records[-1]["images_per_s"]:
+                    progress.note(length_advice.for_run(setup.options, setup.recipe, setup.total, setup.spe,
+                                                        log.records[-1]["images_per_s"]))
+                    advise = False
+            if want_eval:
+                evals.update(_evaluate_round(setup, model, done, log, progress))
+                window.tick = time.perf_counter()
+            if want_checkpoint:
+                checkpoints.save(done, model, trainer.state_dict(), setup.meta)
+                cadence.saved()
+                window.tick = time.perf_counter()
+            if stopping:
+                raise Interrupted(stop.signum, done)
     return evals
 
 
@@ -325,7 +360,9 @@ def _finish(setup: _Setup, model: torch_vit.ViT, evals: dict[str, dict[str, floa
             if split is not None:
                 evals[name] = evaluate(model, split.images, split.labels, setup.options.eval_batch_size)
     model = model.cpu()
-    torch_vit.save(setup.workdir / "model.safetensors", model, data.class_names)
+    path = setup.workdir / "model.safetensors"
+    with write_errors.writing("the trained weights", path, setup.workdir):
+        torch_vit.save(path, model, data.class_names)
     val = evals.get("validation", {})
     test = evals.get("test", {})
     return TrainResult(str(setup.workdir), setup.config, setup.total, test.get("accuracy"), test.get("loss"),
