@@ -68,3 +68,17 @@ def test_what_unfinished_saves_left_is_removed_and_said(tmp_path):
     assert sorted(p.name for p in c.iterdir()) == ["40"]
     assert (tmp_path / "metrics.jsonl").exists()
     assert len(said) == 2 and all(line.startswith("note: removed what an unfinished save left in ") for line in said)
+
+
+def test_a_checkpoint_that_cannot_fit_is_not_begun(tmp_path, monkeypatch):
+    import train.write_errors as write_errors
+
+    (tmp_path / "checkpoints" / "40").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "40" / "state").write_bytes(b"\0" * 100_000)
+    monkeypatch.setattr(write_errors, "_free_bytes", lambda path: 50_000)
+    with pytest.raises(WriteError, match=r"could not write the checkpoint of step 60 to .*: no space left on the file "
+                                         r"system .*, a checkpoint needs 0.1 MB; the last good checkpoint is step 40"):
+        write_errors.check_room(tmp_path, 60)
+    monkeypatch.setattr(write_errors, "_free_bytes", lambda path: 200_000)
+    write_errors.check_room(tmp_path, 60)  # room enough
+    write_errors.check_room(tmp_path / "fresh", 1)  # no checkpoint yet: nothing to go by

@@ -183,6 +183,28 @@ def checkpoint_steps(workdir: str | Path) -> list[int]:
 UNFINISHED = {"checkpoints": ("*.orbax-checkpoint-tmp*", ".step_*.pt.*.tmp"), ".": (".*.tmp",)}
 
 
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def check_room(workdir: str | Path, step: int) -> None:
+    """Before the checkpoint of `step` is written: a WriteError when the file system has less free space than the
+    newest whole checkpoint took (and a tenth more), so that a save that cannot fit is not begun. (A save begun on
+    a disk that fills meanwhile fails inside orbax or torch instead; `writing` reports it the same.)"""
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        return
+    directory = Path(workdir) / "checkpoints"
+    newest = directory / str(steps[-1])
+    if not newest.exists():
+        newest = directory / f"step_{steps[-1]}.pt"
+    need = 1.1 * _size(newest)
+    if _free_bytes(directory) < need:
+        raise WriteError(f"could not write the checkpoint of step {step} to {directory}: {WRITE_ERRNOS[errno.ENOSPC]} on "
+                         f"the file system {file_system(directory)}, a checkpoint needs {need / 1e6:.1f} MB; the last "
+                         f"good checkpoint is step {steps[-1]}: free space and run the same command to resume")
+
+
 def remove_unfinished_saves(workdir: str | Path, say: Callable[[str], None] | None = None) -> list[str]:
     """remove_leftovers of UNFINISHED in the workdir and its checkpoints/, with the run's lock held."""
     return [name for folder, patterns in UNFINISHED.items()

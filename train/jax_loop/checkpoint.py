@@ -53,6 +53,7 @@ class Checkpoints:
     def save(self, step: int, state: Any, rng_data: jax.Array, meta: dict[str, Any]) -> None:
         """Saves {state, rng} and meta as checkpoint `step`, then drops those beyond the last K. A full disk
         (or another write error of the file system) is a one-line train.write_errors.WriteError."""
+        write_errors.check_room(self.directory.parent, step)
         with (write_errors.writing(f"the checkpoint of step {step}", self.directory, self.directory.parent),
               write_errors.quiet_unless_it_succeeds(self.directory)):
             self.manager.save(

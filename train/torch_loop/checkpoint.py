@@ -54,6 +54,7 @@ class TorchCheckpoints:
     def save(self, step: int, model: torch.nn.Module, optimizer: dict[str, Any], meta: dict[str, Any]) -> None:
         """Saves checkpoint `step`, then drops those beyond the last K. A full disk (or another write error of the
         file system) is a one-line train.write_errors.WriteError."""
+        write_errors.check_room(self.directory.parent, step)
         with write_errors.writing(f"the checkpoint of step {step}", self.directory, self.directory.parent):
             # Through a Python file: a full disk then raises OSError(ENOSPC) (torch's own writer says only
             # "unexpected pos").
