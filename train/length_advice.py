@@ -75,3 +75,18 @@ def for_run(options: Any, recipe: Any, total: int, steps_per_epoch: int, images_
     steps long, whose first timed steps ran at `images_per_s`."""
     return advice(recipe.name, total / steps_per_epoch, steps_per_epoch, recipe.batch_size / images_per_s,
                   is_table_run(options.dataset, options.model, options.init_from))
+
+
+class FirstRunAdvice:
+    """The advice as a run's loop gives it: once, after the first train record that has a speed, where it
+    applies (a fresh CPU run of the recipe's own length; the lead process of a multi-process one)."""
+
+    def __init__(self, options: Any, recipe: Any, total: int, steps_per_epoch: int, accelerator: bool, fresh: bool):
+        self.due = fresh and applies(options.epochs, options.steps, accelerator)
+        self._run = (options, recipe, total, steps_per_epoch)
+
+    def after(self, record: dict[str, Any], say: Any) -> None:
+        """After a train record: say the advice (`say(line)`) if it is due and the record has a speed."""
+        if self.due and record.get("images_per_s"):
+            say(for_run(*self._run, record["images_per_s"]))
+            self.due = False

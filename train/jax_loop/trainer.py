@@ -408,8 +408,8 @@ def _train_loop(
     evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
     compiled: set[int] = set()  # the call lengths (steps per call) compiled so far
     state, step = start.state, start.step
-    advise = start.step == 0 and setup.lead and length_advice.applies(options.epochs, options.steps,
-                                                                      jax.default_backend() != "cpu")
+    advice = length_advice.FirstRunAdvice(options, setup.recipe, total, spe, accelerator=jax.default_backend() != "cpu",
+                                          fresh=start.step == 0 and setup.lead)
     cadence.saved()  # the clock of --checkpoint-every's time starts with the loop
     with StopSignals(_preemption_sync_point(), say=progress.note) as stop:
         while step < total:
@@ -435,10 +435,7 @@ def _train_loop(
             # A run's last step always logs, whatever --log-every: a short run gets its train record.
             if window.pending and (done % options.log_every == 0 or done == total or want_eval or want_checkpoint):
                 window = _write_train_record(setup, window, done, checkpoints, log, progress)
-                if advise and log.records[-1]["images_per_s"]:
-                    progress.note(length_advice.for_run(setup.options, setup.recipe, setup.total, setup.spe,
-                                                        log.records[-1]["images_per_s"]))
-                    advise = False
+                advice.after(log.records[-1], progress.note)
             if want_eval:
                 evals.update(_evaluate_round(setup, eval_step, state.params, done, log, progress))
                 window.tick = time.perf_counter()  # nor is evaluating

@@ -292,7 +292,8 @@ def _train_loop(
     model, trainer = start.model, start.trainer
     window = _Window(start.step, time.perf_counter())
     evals: dict[str, dict[str, float]] = {}  # split -> the latest {"accuracy", "loss"}
-    advise = start.step == 0 and length_advice.applies(options.epochs, options.steps, setup.device.type != "cpu")
+    advice = length_advice.FirstRunAdvice(options, setup.recipe, total, spe, accelerator=setup.device.type != "cpu",
+                                          fresh=start.step == 0)
     cadence.saved()  # the clock of --checkpoint-every's time starts with the loop
     with StopSignals(say=progress.note) as stop:
         for step in range(start.step, total):
@@ -308,10 +309,7 @@ def _train_loop(
             # A run's last step always logs, whatever --log-every: a short run gets its train record.
             if not metrics["finite"] or done % options.log_every == 0 or done == total or want_eval or want_checkpoint:
                 window = _write_train_record(setup, window, done, checkpoints, log, progress)
-                if advise and log.records[-1]["images_per_s"]:
-                    progress.note(length_advice.for_run(setup.options, setup.recipe, setup.total, setup.spe,
-                                                        log.records[-1]["images_per_s"]))
-                    advise = False
+                advice.after(log.records[-1], progress.note)
             if want_eval:
                 evals.update(_evaluate_round(setup, model, done, log, progress))
                 window.tick = time.perf_counter()
