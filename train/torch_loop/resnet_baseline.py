@@ -36,6 +36,8 @@ from train.metrics import MetricsLog, Progress
 from train.recipes import CIFAR10_MEAN, CIFAR10_STD
 from train.torch_loop.augment import augment_batch
 from train.torch_loop.checkpoint import TorchCheckpoints
+from train.torch_loop.optim import global_norm
+from train.torch_loop.step import soft_cross_entropy
 from train.torch_loop.trainer import step_seed
 from vit_spec import atomic_path
 
@@ -209,9 +211,9 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.SGD, recipe: ResNetReci
     model.train()
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)
-    loss = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    loss = soft_cross_entropy(logits, targets)
     loss.backward()
-    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    norm = global_norm([p.grad for p in model.parameters()])
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(norm))
     if finite:
         optimizer.step()
