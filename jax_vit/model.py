@@ -20,6 +20,10 @@ from jax_vit.rms_norm import RmsNorm
 from vit_spec import ViTConfig, sincos_2d
 from vit_spec.inputs import check_images
 
+# The logical axes of the tokens between blocks (B, T, D), for nn.with_logical_constraint: a trainer's
+# nn.logical_axis_rules maps them onto its mesh; without rules they constrain nothing.
+ACTIVATION_AXES = ("batch", "tokens", "embed")
+
 Dtype = Any
 
 
@@ -385,6 +389,9 @@ class ViT(nn.Module):
             inter["norm_pre"] = x
 
         def run_block(block: EncoderBlock, x: jax.Array, rate: jax.Array | None):
+            # Under a mesh and logical-axis rules (a trainer's: train.jax_loop.sharding.under_mesh) the tokens stay
+            # split along the batch in every block, whatever split the parameters have; otherwise the identity.
+            x = nn.with_logical_constraint(x, ACTIVATION_AXES)
             x, probs = block(x, deterministic=deterministic, return_probs=return_intermediates, drop_path_rate=rate)
             return x, (x, probs)
 

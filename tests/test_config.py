@@ -26,6 +26,23 @@ def test_parameter_counts_match_the_published_ones(variant, count):
     assert num_params(ViTConfig.from_variant(variant)) == count
 
 
+@pytest.mark.parametrize(
+    "variant, fields, millions",
+    [("g/14", {}, 1011), ("G/14", {}, 1843),  # "Scaling Vision Transformers", table 2 (encoders, no head)
+     ("So400m/14", {"pool": "map"}, 428)],  # SigLIP's So400m/14 vision tower: timm's 427.68M
+)
+def test_the_big_variants_have_their_published_size(variant, fields, millions):
+    config = ViTConfig.from_variant(variant, num_classes=0, **fields)
+    assert round(num_params(config) / 1e6) == millions
+
+
+def test_the_big_variants_have_big_visions_shapes():
+    shape = lambda c: (c.width, c.depth, c.mlp_dim, c.heads)
+    assert shape(ViTConfig.from_variant("g/14")) == (1408, 40, 6144, 16)
+    assert shape(ViTConfig.from_variant("G/14")) == (1664, 48, 8192, 16)
+    assert shape(ViTConfig.from_variant("So400m/14")) == (1152, 27, 4304, 16)
+
+
 def test_variants_take_any_patch_size_and_overrides():
     c = ViTConfig.from_variant("S/8", image_size=64, num_classes=100)
     assert (c.width, c.depth, c.heads, c.mlp_dim, c.patch_size, c.image_size, c.num_classes) == (384, 12, 6, 1536, 8, 64, 100)

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from tests.runner_processes import TINY_DATA_PROLOGUE, collect_all
 from train.recipes import length_scaled_regularisation
 from vit_spec import load_weights
 
@@ -28,22 +29,8 @@ pytestmark = pytest.mark.xdist_group("train_distributed")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RUNNER = r'''
-import json, sys
-import numpy as np
-args = json.loads(sys.argv[1])
-from train.jax_loop import sharding
-sharding.initialize_distributed(args.get("coordinator"), args.get("num_processes"), args.get("process_id"))
-import jax
-from train.data import Dataset, Split
+RUNNER = TINY_DATA_PROLOGUE + r'''
 from train.jax_loop.trainer import TrainOptions, train
-
-rng = np.random.default_rng(0)
-tint = rng.integers(0, 128, (10, 1, 1, 3))
-def split(n):
-    labels = rng.integers(0, 10, n).astype(np.int32)
-    return Split((rng.integers(0, 128, (n, 32, 32, 3)) + tint[labels]).astype(np.uint8), labels)
-dataset = Dataset("tiny", 10, split(args.get("n_train", 256)), split(64))
 try:
     result = train(TrainOptions(**args["options"]), dataset=dataset)
 except ValueError as e:
@@ -122,13 +109,7 @@ def _free_port() -> int:
 def test_two_processes_follow_the_one_device_loss_curve(one_device, tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     args = {"options": _options(tmp_path / "run"), "coordinator": address, "num_processes": 2}
-    procs = [_start({**args, "process_id": i}, devices=1) for i in range(2)]
-    try:
-        results = [_result(p) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    results = collect_all([_start({**args, "process_id": i}, devices=1) for i in range(2)], _result)
     for result in results:
         assert result["processes"] == 2 and result["devices"] == 2
         np.testing.assert_allclose(result["losses"], one_device["losses"], rtol=0, atol=1e-5)

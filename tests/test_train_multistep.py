@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from jax_vit import ViT, init_params
+from tests.runner_processes import collect_all
 from tests.test_train_run import assert_same_weights, cli_options, options, tiny_dataset, weights
 from train.data import BatchOrder, Split
 from train.jax_loop import device_data, optim, sharding
@@ -233,13 +234,7 @@ def test_four_devices_and_two_processes_agree_with_one_device(tmp_path):
     assert result["devices"] == 4
     address = f"127.0.0.1:{_free_port()}"
     args = {"options": RUN_OPTIONS, "runs": [[str(tmp_path / "p2k4"), 4]], "coordinator": address, "num_processes": 2}
-    procs = [_start({**args, "process_id": i}, devices=1) for i in range(2)]
-    try:
-        results = [_result(p) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    results = collect_all([_start({**args, "process_id": i}, devices=1) for i in range(2)], _result)
     assert all(r["processes"] == 2 and r["devices"] == 2 for r in results)
     reference = weights(tmp_path / "d4k1")
     for name in ("d4k4", "p2k4"):

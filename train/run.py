@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from train import data as data_lib
-from train import folder_dataset, param_groups, recipes, write_errors
+from train import folder_dataset, mesh_shape, param_groups, recipes, write_errors
 from train.finetune import checkpoint_image_size
 from train.recipes import Recipe
 from vit_spec import ViTConfig, atomic_path
@@ -82,6 +82,10 @@ class TrainOptions:
     crop_pct: float | None = None
     workers: int = 0
     framework: str = "jax"
+    # --mesh (train.mesh_shape): the devices on the axes data, fsdp and model; None: all on data. JAX only.
+    mesh: str | None = None
+    shard_min_mb: float = 4.0  # tensors below this stay whole under fsdp (train.partition_rules)
+    remat: bool = False  # JAX: the blocks scanned over depth, their activations recomputed in the backward pass
 
 
 DEFAULT_VALIDATION = 5000  # of a tfds dataset's training split, held out unless --validation says otherwise
@@ -147,6 +151,10 @@ def check_options(options: TrainOptions, dtypes: Mapping[str, Any]) -> None:
     if options.workers < 0:
         raise ValueError(f"--workers must be at least 0 (0: decode in the training process), got {options.workers}")
     param_groups.check_freeze(options.freeze)
+    if options.mesh is not None:
+        mesh_shape.parse(options.mesh)  # the sizes are checked against the devices once they are known
+    if options.shard_min_mb < 0:
+        raise ValueError(f"--shard-min-mb must be at least 0, got {options.shard_min_mb}")
     if options.freeze and not options.init_from:
         raise ValueError(f"--freeze {options.freeze} trains the head on a pretrained backbone: give the checkpoint with "
                          "--init-from FILE (a randomly initialised backbone, frozen, would only train a classifier on "
@@ -342,6 +350,13 @@ def check_same_run(found: Mapping[str, Any], meta: Mapping[str, Any], directory:
             f"recipe's {'; '.join(f'{f} {_show(old)} there, {_show(new)} here' for f, old, new in differences)}: "
             "the recipe changed since the run began): resume it with the code that began it, or start a new run in "
             "another --workdir"
+        )
+    old, new = bool(found.get("remat")), bool(meta.get("remat"))  # its checkpoints stack the blocks' parameters
+    if old != new:
+        raise CheckpointMismatchError(
+            f"{directory} holds checkpoints of a run {'with' if old else 'without'} --remat, whose parameters are laid "
+            f"out {'stacked over depth' if old else 'block by block'}: resume it {'with' if old else 'without'} --remat, "
+            "or start a new run in another --workdir"
         )
     old, new = found.get("freeze"), meta.get("freeze")  # checkpoints from before --freeze trained everything
     if old != new:

@@ -68,3 +68,28 @@ def steps_or_duration(text: str) -> tuple[int | None, float | None]:
         return parse_every(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def mesh_spec(text: str) -> str:
+    """--mesh: "data=2,fsdp=4" (train.mesh_shape.parse checks the axes; their product is checked against the
+    devices once the run starts)."""
+    from train.mesh_shape import parse
+
+    try:
+        parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def byte_size(text: str) -> int:
+    """--device-memory: "16GB", "80GiB", "40000MB" -> bytes (train.byte_sizes.parse_bytes)."""
+    from train.byte_sizes import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text}")
+    return value

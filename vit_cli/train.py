@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from vit_cli.flag_types import float_in, non_negative_float, non_negative_int, positive_float, positive_int, rate, steps_or_duration
+from vit_cli.flag_types import (byte_size, float_in, mesh_spec, non_negative_float, non_negative_int, positive_float, positive_int, rate,
+                                 steps_or_duration)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +88,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-on-device", action="store_true",
                    help="keep the training split on the device and gather each batch there (implied by --steps-per-dispatch > 1)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--mesh", type=mesh_spec, metavar="AXIS=N,...",
+                   help="JAX: the devices on the axes data (batch split, parameters whole), fsdp (batch and parameters "
+                        "and optimizer state split) and model (matmuls split), e.g. data=2,fsdp=4 or fsdp=-1 (-1: the "
+                        "devices the others leave; default: all on data)")
+    p.add_argument("--shard-min-mb", type=non_negative_float, default=4.0, metavar="MB",
+                   help="under fsdp, tensors smaller than this stay whole on every device (default: 4, big_vision's)")
+    p.add_argument("--remat", action="store_true",
+                   help="JAX: run the blocks as one scan over depth and recompute their activations in the backward "
+                        "pass: a fraction of the activation memory for about one more forward pass")
+    p.add_argument("--dry-run", action="store_true",
+                   help="JAX: compile the train step for the run's model, batch and mesh without training or reading "
+                        "images, and print each device's bytes (parameters, optimizer state, activations, peak); "
+                        "exit 1 where it does not fit --device-memory")
+    p.add_argument("--device-memory", type=byte_size, metavar="SIZE",
+                   help="--dry-run: the device's memory, e.g. 16GB or 80GiB (default: the device's own, where known)")
+    p.add_argument("--simulate-devices", type=positive_int, metavar="N",
+                   help="--dry-run: plan for N devices, simulated on this machine's CPU (e.g. a pod's mesh)")
     p.add_argument("--coordinator", help="multi-process runs: host:port of process 0, or 'auto' (TPU pods, SLURM: jax.distributed detects it)")
     p.add_argument("--num-processes", type=positive_int, help="multi-process runs: number of processes")
     p.add_argument("--process-id", type=non_negative_int, help="multi-process runs: this process's index")
@@ -116,7 +134,13 @@ def run_train(args: argparse.Namespace) -> int:
         steps_per_dispatch=args.steps_per_dispatch, data_on_device=args.data_on_device,
         validation=args.validation, pos_embed=args.pos_embed, pool=args.pool, regularisation=regularisation,
         framework=args.framework, image_size=args.image_size, crop_pct=args.crop_pct, workers=args.workers,
+        mesh=args.mesh, shard_min_mb=args.shard_min_mb, remat=args.remat,
     )
+    if args.dry_run:
+        return _dry_run(options, args)
+    for flag, value in (("--device-memory", args.device_memory), ("--simulate-devices", args.simulate_devices)):
+        if value is not None:
+            raise ValueError(f"{flag} sizes a --dry-run: add --dry-run, or drop {flag}")
     result, lead = launch(options, args.coordinator, args.num_processes, args.process_id)
     if lead:
         held_out = ("" if result.validation_accuracy is None else
@@ -125,3 +149,27 @@ def run_train(args: argparse.Namespace) -> int:
                 f"test accuracy {result.test_accuracy:.2%}, test loss {result.test_loss:.4f}")
         print(f"step {result.step}: {held_out}{test}; weights in {result.workdir}/model.safetensors")
     return 0
+
+
+def _dry_run(options, args: argparse.Namespace) -> int:
+    """Prints each device's bytes for the run's train step (train.jax_loop.memory_plan); exit 1 where it does not fit
+    --device-memory (default: the device's own memory, where the backend says)."""
+    if options.framework != "jax":
+        raise ValueError("--dry-run plans the JAX train step: drop it with --framework torch")
+    if args.coordinator:
+        raise ValueError("--dry-run plans on one process: drop --coordinator (plan a pod's mesh with --simulate-devices N)")
+    if args.simulate_devices:
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
+        jax.config.update("jax_num_cpu_devices", args.simulate_devices)
+    from train.jax_loop import device_data, trainer
+
+    plan = trainer.dry_run(options)
+    limit = args.device_memory if args.device_memory is not None else device_data.device_memory_limit()
+    print(f"vit train --dry-run: {options.model}, global batch {plan.global_batch}"
+          f"{', remat' if options.remat else ''}{', ' + options.dtype if options.dtype != 'float32' else ''}")
+    for line in plan.lines(limit):
+        print(line)
+    return 0 if limit is None or plan.fits(limit) else 1
+

@@ -7,11 +7,14 @@ import json
 import re
 from typing import Any
 
-# big_vision's variant table (big_vision/models/vit.py: decode_variant).
-_WIDTH = {"mu": 32, "Ti": 192, "S": 384, "M": 512, "B": 768, "L": 1024, "H": 1280}
-_DEPTH = {"mu": 1, "Ti": 12, "S": 12, "M": 12, "B": 12, "L": 24, "H": 32}
-_MLP_DIM = {"mu": 128, "Ti": 768, "S": 1536, "M": 2048, "B": 3072, "L": 4096, "H": 5120}
-_HEADS = {"mu": 2, "Ti": 3, "S": 6, "M": 8, "B": 12, "L": 16, "H": 16}
+# big_vision's variant table (big_vision/models/vit.py: decode_variant): g and G are the giant and gigantic of
+# "Scaling Vision Transformers" (1011M and 1843M parameters at g/14, G/14), So400m SigLIP's shape-optimised one
+# ("Getting ViT in Shape").
+_WIDTH = {"mu": 32, "Ti": 192, "S": 384, "M": 512, "B": 768, "L": 1024, "H": 1280, "g": 1408, "G": 1664, "So400m": 1152}
+_DEPTH = {"mu": 1, "Ti": 12, "S": 12, "M": 12, "B": 12, "L": 24, "H": 32, "g": 40, "G": 48, "So400m": 27}
+_MLP_DIM = {"mu": 128, "Ti": 768, "S": 1536, "M": 2048, "B": 3072, "L": 4096, "H": 5120, "g": 6144, "G": 8192,
+            "So400m": 4304}
+_HEADS = {"mu": 2, "Ti": 3, "S": 6, "M": 8, "B": 12, "L": 16, "H": 16, "g": 16, "G": 16, "So400m": 16}
 
 # The tutorial's CIFAR-10 model: patch 4, width 128, depth 4, 8 heads, MLP 256.
 _TUTORIAL = dict(image_size=32, patch_size=4, num_classes=10, width=128, depth=4, heads=8, mlp_dim=256)
@@ -338,10 +341,11 @@ class ViTConfig:
     # Construction.
     @classmethod
     def from_variant(cls, variant: str, **overrides: Any) -> "ViTConfig":
-        """A named model: "Ti/16", "S/32", "B/16", "L/14", "H/14", ..., or "tutorial".
+        """A named model: "Ti/16", "S/32", "B/16", "L/14", "H/14", "g/14", "So400m/14", ..., or "tutorial".
 
         Args:
-            variant: "<size>/<patch>" with size in mu, Ti, S, M, B, L, H (big_vision's table), or "tutorial".
+            variant: "<size>/<patch>" with size in mu, Ti, S, M, B, L, H, g, G, So400m (big_vision's table), or
+                "tutorial".
             **overrides: any ViTConfig field, e.g. num_classes=10, image_size=384.
         """
         if variant == "tutorial":

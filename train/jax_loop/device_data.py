@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from train import mesh_shape
 from train.data import BatchOrder, Split
 from train.jax_loop import sharding
 
@@ -44,7 +45,7 @@ class DeviceSplit(NamedTuple):
 
 def rows_sharding(mesh: Mesh) -> NamedSharding:
     """(K, B) batch rows: steps unsharded, each step's batch sharded as the batches themselves."""
-    return NamedSharding(mesh, P(None, sharding.AXIS))
+    return NamedSharding(mesh, P(None, mesh_shape.BATCH_AXES))
 
 
 def device_memory_limit() -> int | None:

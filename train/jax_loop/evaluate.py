@@ -18,8 +18,9 @@ from train.jax_loop import sharding
 from train.jax_loop.augment import normalize
 
 
-def make_eval_step(model: ViT, mesh: Mesh) -> Callable[..., tuple[jax.Array, jax.Array]]:
-    """Jitted `(params, images_u8, labels, valid) -> (correct, loss_sum)` summed over the valid rows."""
+def make_eval_step(model: ViT, mesh: Mesh, params_sharding: Any = None) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """Jitted `(params, images_u8, labels, valid) -> (correct, loss_sum)` summed over the valid rows; the
+    parameters where `params_sharding` says (None: replicated), the batch sliced over data x fsdp."""
     cfg = model.config
 
     def step(params: Any, images: jax.Array, labels: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -29,7 +30,8 @@ def make_eval_step(model: ViT, mesh: Mesh) -> Callable[..., tuple[jax.Array, jax
         return jnp.sum(correct), jnp.sum(jnp.where(valid, loss, 0.0))
 
     repl, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(step, in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl))
+    params_in = repl if params_sharding is None else params_sharding
+    return jax.jit(sharding.under_mesh(step, mesh), in_shardings=(params_in, batch, batch, batch), out_shardings=(repl, repl))
 
 
 def evaluate(eval_step: Callable[..., Any], params: Any, split: Split, mesh: Mesh, batch_size: int = 1000) -> dict[str, float]:

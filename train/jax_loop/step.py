@@ -114,21 +114,28 @@ def make_train_step(
     augment: AugmentConfig,
     num_classes: int,
     mesh: Mesh | None = None,
+    state_sharding: Any = None,
 ) -> StepFn:
     """The jitted step `(state, (images, labels), rng) -> (state, metrics)`; the state is donated.
 
     `rng` is the run's key: the step draws from fold_in(rng, state.step), so a step's randomness
     depends on the step alone (resume-safe). Metrics: loss, accuracy (on the unmixed labels),
     lr, grad_norm (of the trainable parameters' gradients), and finite (loss and gradients finite).
+
+    mesh: the batch is sliced over its data x fsdp devices; state_sharding: where the state lives and stays (a
+    TrainState of NamedShardings: train.jax_loop.sharding.state_shardings; None: replicated). XLA gathers each
+    split parameter where a layer needs it and reduce-scatters its gradient back.
     """
     step = _step_fn(model, tx, schedule, augment, num_classes)
     if mesh is None:
         return jax.jit(step, donate_argnums=(0,))
+    step = sharding.under_mesh(step, mesh)
     repl, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    state_in = repl if state_sharding is None else state_sharding
     return jax.jit(
         step,
-        in_shardings=(repl, (batch, batch), repl),
-        out_shardings=(repl, repl),
+        in_shardings=(state_in, (batch, batch), repl),
+        out_shardings=(state_in, repl),
         donate_argnums=(0,),
     )
 
@@ -140,6 +147,7 @@ def make_multi_step(
     augment: AugmentConfig,
     num_classes: int,
     mesh: Mesh | None = None,
+    state_sharding: Any = None,
 ) -> Callable[[TrainState, Batch, jax.Array, jax.Array], tuple[TrainState, Metrics]]:
     """K train steps in one jitted call: `(state, (images, labels), indices, rng) -> (state, metrics)`.
 
@@ -157,8 +165,9 @@ def make_multi_step(
 
     Args:
         model, tx, schedule, augment, num_classes: as make_train_step.
-        mesh: where the state and the split are replicated and each gathered batch is sharded
-            (along the batch, as make_train_step's input); None: the default device.
+        mesh: where the split is replicated and each gathered batch is sharded (along the batch, as
+            make_train_step's input); None: the default device.
+        state_sharding: where the state lives, as make_train_step's.
     """
     step = _step_fn(model, tx, schedule, augment, num_classes)
     batch_sharding = None if mesh is None else sharding.batch_sharding(mesh)
@@ -182,10 +191,12 @@ def make_multi_step(
 
     if mesh is None:
         return jax.jit(multi_step, donate_argnums=(0,))
+    multi_step = sharding.under_mesh(multi_step, mesh)
     repl = sharding.replicated(mesh)
+    state_in = repl if state_sharding is None else state_sharding
     return jax.jit(
         multi_step,
-        in_shardings=(repl, repl, device_data.rows_sharding(mesh), repl),
-        out_shardings=(repl, repl),
+        in_shardings=(state_in, repl, device_data.rows_sharding(mesh), repl),
+        out_shardings=(state_in, repl),
         donate_argnums=(0,),
     )

@@ -36,7 +36,7 @@ from train.augment_config import AugmentConfig
 from train.checkpoint_cadence import CheckpointCadence
 from train.finetune import finetune_checkpoint
 from train.interrupts import Interrupted, StopSignals
-from train.jax_loop import device_data, sharding
+from train.jax_loop import device_data, memory_plan, sharding
 from train.jax_loop.checkpoint import Checkpoints
 from train.jax_loop.evaluate import evaluate, make_eval_step
 from train.jax_loop.optim import make_optimizer
@@ -154,16 +154,54 @@ def _train(options: TrainOptions, dataset: data_lib.Dataset | None, initial_para
         run.write_config(setup.workdir, setup.meta, setup.options)
 
     log = MetricsLog(setup.workdir, start.step, enabled=setup.lead)
+    # The state stays where _initial_state put it (a checkpoint is restored onto the same shardings).
+    state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, start.state)
     train_step = make_train_step(setup.model, setup.tx, setup.schedule, _step_augment(setup), setup.data.num_classes,
-                                 setup.mesh)
-    eval_step = make_eval_step(setup.model, setup.mesh)
+                                 setup.mesh, state_sharding)
+    eval_step = make_eval_step(setup.model, setup.mesh, state_sharding.params)
     progress = _open_progress(setup, start)
-    dispatch = _dispatcher(setup, start, train_step)
+    dispatch = _dispatcher(setup, start, train_step, state_sharding)
     try:
         state, evals = _train_loop(setup, start, dispatch, eval_step, checkpoints, log, progress)
     finally:
         progress.close()
     return _finish(setup, state, evals, eval_step, checkpoints, log)
+
+
+def dry_run(options: TrainOptions, dataset: data_lib.Dataset | None = None) -> memory_plan.MemoryPlan:
+    """The run `options` describe, planned instead of trained: its train step compiled for shapes only on its mesh,
+    and each device's bytes (train.jax_loop.memory_plan). Reads only what the dataset says of its images
+    (classes, shape, size), none of them; writes nothing."""
+    _check(options)
+    recipe = run.recipe_of(options)
+    mesh = sharding.make_mesh(options.mesh)
+    sharding.check_batch_size(recipe.batch_size, mesh)
+    num_classes, image_shape, examples = _describe_data(options, dataset)
+    spe = max(1, examples // recipe.batch_size)
+    total = options.steps or recipe.epochs * spe
+    recipe = recipes.resolve(recipe, total / spe, options.regularisation)
+    if options.init_from:
+        config, _, _ = _finetune(options.init_from, image_shape, num_classes, recipe.model_overrides,
+                                 options.init_variant)
+    else:
+        config = model_config(options.model, recipe, num_classes, image_shape, **run.architecture(options))
+    recipe = recipes.as_trained(recipe, config)
+    tx, schedule = make_optimizer(recipe, spe, total)
+    return memory_plan.plan(_model(config, options), tx, schedule, recipe.augment, num_classes, image_shape,
+                            recipe.batch_size, mesh, options.freeze, _min_shard_bytes(options))
+
+
+def _describe_data(options: TrainOptions, dataset: data_lib.Dataset | None) -> tuple[int, tuple[int, int, int], int]:
+    """(classes, image shape, training examples) of the run's data, from its metadata (a folder's headers)."""
+    if dataset is not None:
+        return dataset.num_classes, dataset.image_shape, len(dataset.train)
+    if folder_dataset.is_folder(options.dataset):
+        plan = folder_dataset.plan(options.dataset, options.image_size, options.crop_pct, options.validation,
+                                   options.streaming, options.workers, run.checkpoint_size(options))
+        return len(plan.class_names), (*plan.size, 3), len(plan.train)
+    source = data_lib.open_sources(options.dataset, data_lib.resolve_data_dir(options.data_dir))["train"]
+    num_classes, image_shape = data_lib.describe(source)
+    return num_classes, tuple(image_shape), len(source) - run.validation_size(options)
 
 
 def _on_device(options: TrainOptions) -> bool:
@@ -192,7 +230,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     recipe = run.recipe_of(options)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
     architecture = run.architecture(options)
-    mesh = sharding.make_mesh()
+    mesh = sharding.make_mesh(options.mesh)
     sharding.check_batch_size(recipe.batch_size, mesh)
     if options.workdir is None:
         options = dataclasses.replace(options, workdir=default_workdir(options))
@@ -217,7 +255,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
     recipe = recipes.as_trained(recipe, config)
     tx, schedule = make_optimizer(recipe, spe, total)
-    model = ViT(config, dtype=DTYPES[options.dtype])
+    model = _model(config, options)
     on_device = _on_device(options)
     meta = {
         **run.run_meta(options, config, data, recipe, total, spe),
@@ -226,6 +264,9 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
         "data_on_device": on_device,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
+        "mesh": str(sharding.shape_of(mesh)),
+        # --remat keeps the blocks stacked (ViT(scan_blocks=True)): its checkpoints hold another layout.
+        "remat": options.remat,
     }
     return _Setup(
         options=options, workdir=Path(options.workdir), mesh=mesh, lead=jax.process_index() == 0, on_device=on_device,
@@ -235,6 +276,12 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
         initial_params=initial_params or (lambda cfg, key: jax_vit.init_params(cfg, key)), meta=meta,
         init_summary=init_summary,
     )
+
+
+def _model(config: ViTConfig, options: TrainOptions) -> ViT:
+    """The run's module: with --remat its blocks run as one nn.scan over depth, recomputing their activations in
+    the backward pass (the parameters stacked under "blocks": jax_vit.block_layout)."""
+    return ViT(config, dtype=DTYPES[options.dtype], scan_blocks=options.remat, remat=options.remat)
 
 
 def _load_data(options: TrainOptions, dataset: data_lib.Dataset | None) -> _Data:
@@ -284,14 +331,22 @@ def _step_augment(setup: _Setup) -> AugmentConfig:
 
 
 def _initial_state(setup: _Setup) -> _Start:
-    """Step 0: setup.initial_params under the run's seed and a fresh optimizer state, replicated over the mesh,
-    and the run's key."""
-    mesh, seed = setup.mesh, setup.options.seed
-    params = sharding.replicate(mesh, sharding.to_host(setup.initial_params(setup.config, jax.random.key(seed))))
-    state = jax.jit(lambda p: TrainState.create(p, setup.tx, setup.options.freeze),
-                    out_shardings=sharding.replicated(mesh))(params)
+    """Step 0: setup.initial_params under the run's seed and a fresh optimizer state, placed on the mesh as
+    train.partition_rules says (each device receives only its slices), and the run's key."""
+    mesh, seed, min_bytes = setup.mesh, setup.options.seed, _min_shard_bytes(setup.options)
+    host = sharding.to_host(setup.initial_params(setup.config, jax.random.key(seed)))
+    if setup.options.remat:
+        host = jax_vit.stack_blocks(host)
+    params = sharding.put(host, sharding.state_shardings(host, mesh, min_bytes))
+    del host
+    create = lambda p: TrainState.create(p, setup.tx, setup.options.freeze)
+    state = jax.jit(create, out_shardings=sharding.state_shardings(jax.eval_shape(create, params), mesh, min_bytes))(params)
     rng = sharding.replicate(mesh, np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))))
     return _Start(0, state, rng)
+
+
+def _min_shard_bytes(options: TrainOptions) -> int:
+    return int(options.shard_min_mb * 2**20)
 
 
 def _resume(setup: _Setup, checkpoints: Checkpoints, fresh: _Start) -> tuple[_Setup, _Start]:
@@ -314,6 +369,9 @@ def _resume(setup: _Setup, checkpoints: Checkpoints, fresh: _Start) -> tuple[_Se
         setup = dataclasses.replace(setup, options=options, order=order, meta={**setup.meta, "seed": options.seed})
     for note in run.resume_notes(found, setup.meta, kept):
         print(note, file=sys.stderr)
+    if found.get("mesh", setup.meta["mesh"]) != setup.meta["mesh"]:
+        print(f"note: the checkpoint was written on the mesh {found['mesh']}; it is resharded onto {setup.meta['mesh']} "
+              "as it loads", file=sys.stderr)
     if (found.get("steps_per_dispatch", 1), found.get("data_on_device", False)) != (options.steps_per_dispatch, on_device):
         print(f"note: resuming with --steps-per-dispatch {options.steps_per_dispatch} (data on the device: {on_device}), "
               f"not {found.get('steps_per_dispatch', 1)} ({found.get('data_on_device', False)}): the same steps, "
@@ -329,7 +387,7 @@ def _as_begun(setup: _Setup, found: Mapping[str, Any]) -> tuple[_Setup, dict[str
     recipe, config, meta, kept = run.as_begun(setup.recipe, setup.config, setup.meta, found, setup.options.regularisation)
     if not kept:
         return setup, {}
-    model = ViT(config, dtype=DTYPES[setup.options.dtype])
+    model = _model(config, setup.options)
     return dataclasses.replace(setup, recipe=recipe, config=config, model=model, meta=meta), kept
 
 
@@ -345,6 +403,8 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
             progress.note(setup.init_summary)
         for note in run.opening_notes(setup.options):
             progress.note(note)
+        if sharding.shape_of(setup.mesh).devices > sharding.shape_of(setup.mesh).data:
+            progress.note(sharding.describe(start.state.params, setup.mesh, _min_shard_bytes(setup.options)))
         # The length the regularisation was scaled to: a resumed run's first (_as_begun).
         progress.note(recipes.describe(setup.recipe, setup.meta["regularisation"]["epochs"]))
         progress.note(run.examples_line(len(data.train), data.validation, data.test))
@@ -353,7 +413,7 @@ def _open_progress(setup: _Setup, start: _Start) -> Progress:
     return progress
 
 
-def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn) -> Dispatch:
+def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn, state_sharding: Any) -> Dispatch:
     """How one call runs its steps. With the split on the device, it goes there once and each call sends only
     its batches' rows (K steps a call); otherwise each call is one step on a batch read on the host, from
     memory or streamed, in this process's share."""
@@ -361,7 +421,8 @@ def _dispatcher(setup: _Setup, start: _Start, train_step: StepFn) -> Dispatch:
     pi, pc = jax.process_index(), jax.process_count()
     if setup.on_device:
         train_split = device_data.put_split(data.train, mesh)
-        multi_step = make_multi_step(setup.model, setup.tx, setup.schedule, _step_augment(setup), data.num_classes, mesh)
+        multi_step = make_multi_step(setup.model, setup.tx, setup.schedule, _step_augment(setup), data.num_classes, mesh,
+                                     state_sharding)
 
         def dispatch_rows(state: TrainState, step: int, done: int) -> tuple[TrainState, Metrics]:
             rows = device_data.global_rows(mesh, device_data.chunk_rows(order, step, done - step, pi, pc))
@@ -512,7 +573,7 @@ def _finish(
         for name, split in (("validation", data.validation), ("test", data.test)):
             if split is not None:
                 evals[name] = evaluate(eval_step, state.params, split, setup.mesh, setup.options.eval_batch_size)
-    host_params = sharding.to_host(state.params)
+    host_params = jax_vit.unstack_blocks(sharding.to_host(state.params))  # the file's layout, whatever the run's
     if setup.lead:
         path = setup.workdir / "model.safetensors"
         with write_errors.writing("the trained weights", path, setup.workdir):

@@ -52,7 +52,9 @@ from vit_spec import ViTConfig
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 # What only the JAX trainer does (XLA dispatch and multi-host options).
-_JAX_ONLY = (("streaming", "--streaming"), ("data_on_device", "--data-on-device"))
+# The PyTorch trainer is data-parallel (DDP) over its processes: --mesh's fsdp and model axes are JAX's.
+_JAX_ONLY = (("streaming", "--streaming"), ("data_on_device", "--data-on-device"), ("mesh", "--mesh"),
+             ("remat", "--remat"))
 
 
 @dataclasses.dataclass(frozen=True)
