@@ -152,14 +152,32 @@ MESHES = ("data=8", "data=2,fsdp=4", "fsdp=8", "data=2,fsdp=2,model=2")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """20 steps on 1 device, and on 8 devices under each mesh (one process each, run at once)."""
+    """20 steps on 1 device, and on 8 devices under each mesh (one process each, run at once); then, in the same
+    processes, 5 steps fine-tuning a weights file (--init-from) on 1 device and as fsdp=8."""
+    import jax_vit
+    from vit_spec import ViTConfig
+
     root = tmp_path_factory.mktemp("meshes")
-    one = _start([{"options": _options(root / "one")}], devices=1)
-    eight = _start([{"options": _options(root / m.replace(",", "_"), mesh=m), "shards": True} for m in MESHES],
-                   devices=8)
+    start = root / "start.safetensors"
+    config = ViTConfig.from_variant("mu/8", image_size=32, num_classes=10)
+    jax_vit.save(start, config, jax_vit.init_params(config, 7))
+    finetune = dict(init_from=str(start), steps=5)
+    one = _start([{"options": _options(root / "one")}, {"options": _options(root / "init_one", **finetune)}],
+                 devices=1)
+    eight = _start([{"options": _options(root / m.replace(",", "_"), mesh=m), "shards": True} for m in MESHES]
+                   + [{"options": _options(root / "init_fsdp", mesh="fsdp=8", **finetune), "shards": True}], devices=8)
     reference, meshes = _result(one), _result(eight)
     assert reference["devices"] == 1 and meshes["devices"] == 8
-    return {"root": root, "one": reference["runs"][0], **dict(zip(MESHES, meshes["runs"]))}
+    return {"root": root, "one": reference["runs"][0], **dict(zip(MESHES, meshes["runs"])),
+            "init_one": reference["runs"][1], "init_fsdp": meshes["runs"][-1]}
+
+
+def test_a_checkpoint_fine_tunes_on_a_split_mesh_as_on_one_device(runs):
+    """--init-from places each device's slices of the file's tensors: the same start, the same steps."""
+    one, split = runs["init_one"], runs["init_fsdp"]
+    np.testing.assert_allclose(split["losses"], one["losses"], rtol=1e-5, atol=0)
+    kernel = {path: local for path, _, _, local in split["shards"]}["params['blocks_0']['mlp']['fc1']['kernel']"]
+    assert kernel == [32, 16], "fc1's kernel (32, 128) is split 8 ways along its output features"
 
 
 @pytest.mark.parametrize("mesh", MESHES)
