@@ -179,16 +179,40 @@ def dry_run(options: TrainOptions, dataset: data_lib.Dataset | None = None) -> m
     num_classes, image_shape, examples = _describe_data(options, dataset)
     spe = max(1, examples // recipe.batch_size)
     total = options.steps or recipe.epochs * spe
-    recipe = recipes.resolve(recipe, total / spe, options.regularisation)
-    if options.init_from:
-        config, _, _ = _finetune(options.init_from, image_shape, num_classes, recipe.model_overrides,
-                                 options.init_variant)
-    else:
-        config = model_config(options.model, recipe, num_classes, image_shape, **run.architecture(options))
-    recipe = recipes.as_trained(recipe, config)
-    tx, schedule = make_optimizer(recipe, spe, total)
+    built = _build(options, recipe, spe, total, num_classes, image_shape)
+    recipe, config, tx, schedule = built.recipe, built.config, built.tx, built.schedule
     return memory_plan.plan(_model(config, options), tx, schedule, recipe.augment, num_classes, image_shape,
                             recipe.batch_size, mesh, options.freeze, _min_shard_bytes(options))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    """What a run of a given length trains: the recipe resolved for it, the model config, the optimizer, and with
+    --init-from the checkpoint's parameters and the line that says what was loaded."""
+
+    recipe: Recipe
+    config: ViTConfig
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    initial_params: InitialParams | None = None
+    init_summary: str | None = None
+
+
+def _build(options: TrainOptions, recipe: Recipe, spe: int, total: int, num_classes: int,
+           image_shape: tuple[int, int, int], class_names: tuple[str, ...] = ()) -> _Built:
+    """The recipe resolved for `total` steps, then the model (from --model, or --init-from's checkpoint) and the
+    optimizer: what _set_up and dry_run share."""
+    recipe = recipes.resolve(recipe, total / spe, options.regularisation)
+    initial_params = init_summary = None
+    if options.init_from:
+        config, initial_params, init_summary = _finetune(options.init_from, image_shape, num_classes,
+                                                         recipe.model_overrides, options.init_variant, class_names)
+    else:
+        config = model_config(options.model, recipe, num_classes, image_shape, **run.architecture(options))
+    # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
+    recipe = recipes.as_trained(recipe, config)
+    tx, schedule = make_optimizer(recipe, spe, total)
+    return _Built(recipe, config, tx, schedule, initial_params, init_summary)
 
 
 def _describe_data(options: TrainOptions, dataset: data_lib.Dataset | None) -> tuple[int, tuple[int, int, int], int]:
@@ -229,7 +253,7 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     _check(options)
     recipe = run.recipe_of(options)
     recipes.resolve(recipe, recipe.epochs, options.regularisation)  # a bad flag fails before any data is read
-    architecture = run.architecture(options)
+    run.architecture(options)  # likewise
     mesh = sharding.make_mesh(options.mesh)
     sharding.check_batch_size(recipe.batch_size, mesh)
     if options.workdir is None:
@@ -243,18 +267,9 @@ def _set_up(options: TrainOptions, dataset: data_lib.Dataset | None, initial_par
     spe = order.steps_per_epoch
     total = options.steps or recipe.epochs * spe
     # The regularisation of a run of this length (the default recipe scales it), then the flags' parts.
-    recipe = recipes.resolve(recipe, total / spe, options.regularisation)
-    init_summary = None
-    if options.init_from:
-        config, initial_params, init_summary = _finetune(
-            options.init_from, data.image_shape, data.num_classes, recipe.model_overrides, options.init_variant,
-            data.class_names,
-        )
-    else:
-        config = model_config(options.model, recipe, data.num_classes, data.image_shape, **architecture)
-    # Augmentation normalises as the model expects (a fine-tuned checkpoint brings its own constants).
-    recipe = recipes.as_trained(recipe, config)
-    tx, schedule = make_optimizer(recipe, spe, total)
+    built = _build(options, recipe, spe, total, data.num_classes, data.image_shape, data.class_names)
+    recipe, config, tx, schedule = built.recipe, built.config, built.tx, built.schedule
+    initial_params, init_summary = built.initial_params or initial_params, built.init_summary
     model = _model(config, options)
     on_device = _on_device(options)
     meta = {
