@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from vit_cli.main import main
-from vit_figures.curves import default_labels, draw, read_records
+from vit_figures.curves import default_labels, draw, quiet_speed, read_records, with_hours
 
 STEPS_PER_EPOCH = 10
 
@@ -105,6 +105,48 @@ def test_x_steps_puts_steps_on_every_panel(tmp_path):
         plt.close(fig)
 
 
+def write_config(workdir: Path, batch_size: int) -> Path:
+    """config.json as `vit train` and `vit baseline` write it, reduced to what `vit plot` reads."""
+    (workdir / "config.json").write_text(json.dumps({"recipe": {"batch_size": batch_size}}))
+    return workdir
+
+
+def test_x_hours_puts_runs_at_equal_training_time_at_their_quiet_speeds(tmp_path, capsys):
+    """Each run's time is its steps x batch at its quiet speed (the 90th percentile of its logged images/s): the
+    stretches slowed by other work on a shared machine do not count, so a fast and a slow model compare fairly."""
+    fast, slow = write_run(tmp_path / "fast"), write_run(tmp_path / "slow")
+    for workdir, speeds in ((fast, [400.0] * 9 + [100.0]), (slow, [50.0] * 8 + [10.0, 10.0])):
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in records if r["kind"] == "train"]
+        for record, speed in zip(train, speeds * 2):
+            record["images_per_s"] = speed
+        write_lines(workdir, [json.dumps(r) for r in records])
+    write_config(fast, 40), write_config(slow, 10)
+    runs = [read_records(w) for w in (fast, slow)]
+    assert [quiet_speed(r) for r in runs] == [400.0, 50.0]
+    timed = [with_hours(r, b) for r, b in zip(runs, (40, 10))]
+    fig = draw(timed, ["fast", "slow"], x="hours")
+    try:
+        assert [ax.get_xlabel() for ax in fig.axes] == ["hours at the run's quiet speed"] * 3
+        lr_lines = fig.axes[2].get_lines()
+        assert lr_lines[0].get_xdata()[-1] == pytest.approx(30 * 40 / 400 / 3600)  # 30 steps of 40 images at 400/s
+        assert lr_lines[1].get_xdata()[-1] == pytest.approx(30 * 10 / 50 / 3600)
+    finally:
+        plt.close(fig)
+    out = tmp_path / "hours.png"
+    assert main(["plot", str(fast), str(slow), "--x", "hours", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("test accuracy 25.00%  0 min of training at 400 images/s"), lines[0]
+    assert lines[1].endswith("test accuracy 25.00%  0 min of training at 50 images/s"), lines[1]
+    assert out.is_file()
+
+
+def test_the_summary_line_gives_the_training_minutes_where_the_batch_size_is_known(tmp_path, capsys):
+    run = write_config(write_run(tmp_path / "run", epochs=60), batch_size=200)  # 600 steps of 200 images at 100/s
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("  20 min of training at 100 images/s")
+
+
 def test_labels_replace_the_workdir_names(tmp_path, capsys):
     a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b")
     assert main(["plot", str(a), str(b), "--labels", "jax", "torch", "--out", str(tmp_path / "c.png"), "--x", "step"]) == 0
@@ -162,13 +204,14 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "a record without loss": ([str(tmp_path / "noloss")], "line 2: a train record without loss"),
         "too few labels": ([str(good), str(good), "--labels", "one"], "--labels gave 1 labels for 2 workdirs"),
         "too many labels": ([str(good), "--labels", "a", "b"], "--labels gave 2 labels for 1 workdirs"),
+        "hours without config.json": ([str(good), "--x", "hours"], "config.json holds no recipe batch size"),
     }
     assert tuple(cases) == BAD_INPUTS
     return cases
 
 
 BAD_INPUTS = ("no workdir", "no metrics.jsonl", "empty", "blank lines only", "not JSON", "a bad complete last line",
-              "not an object", "a record without loss", "too few labels", "too many labels")
+              "not an object", "a record without loss", "too few labels", "too many labels", "hours without config.json")
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="the picture to write; its suffix picks the format (.png, .jpg, .pdf, .svg, ...); its "
                    "directory is created")
     add_overwrite_flag(p, "--out")
-    p.add_argument("--x", choices=("epoch", "step"), default="epoch",
-                   help="x axis (default: epoch, comparable across batch sizes)")
+    p.add_argument("--x", choices=("epoch", "step", "hours"), default="epoch",
+                   help="x axis (default: epoch, comparable across batch sizes); hours: the training time at each "
+                   "run's quiet speed (the 90th percentile of its logged images/s), to compare runs at equal time")
     p.add_argument("--labels", nargs="+", metavar="LABEL", help="one legend label per WORKDIR (default: their names)")
     p.set_defaults(run=_run)
 
@@ -43,9 +44,24 @@ def _run(args: argparse.Namespace) -> int:
     figure_format(args.out, "--out")
     labels = args.labels or curves.default_labels(args.workdirs)
     runs = [curves.read_records(w) for w in args.workdirs]  # every run read before anything is written
+    batches = [_batch_size(w, needed=args.x == "hours") for w in args.workdirs]
+    if args.x == "hours":
+        runs = [curves.with_hours(records, batch) for records, batch in zip(runs, batches)]
     curves.save(curves.draw(runs, labels, args.x), args.out)
     width = max(len(label) for label in labels)
-    for label, records in zip(labels, runs):
-        print(curves.summary_line(label, records, width))
+    for label, records, batch in zip(labels, runs, batches):
+        print(curves.summary_line(label, records, width, batch))
     print(f"curves in {args.out}")
     return 0
+
+
+def _batch_size(workdir: str, needed: bool) -> int | None:
+    """The run's batch size (for its training time); None where config.json lacks it and --x hours doesn't need it."""
+    from vit_figures import curves
+
+    try:
+        return curves.batch_size(workdir)
+    except ValueError:
+        if needed:
+            raise
+        return None

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 Records = dict[str, list[dict[str, Any]]]  # "train", "validation", "test": records by step
 
 _SERIES = ("train", "validation", "test")
+# A shared machine slows stretches of a long run (other jobs, a run paused and resumed): the run's speed on quiet
+# cores is its faster records. Not the fastest one (a lucky stretch), not the median (which counts the slow ones).
+QUIET_QUANTILE = 0.9
+X_LABELS = {"epoch": "epoch", "step": "step", "hours": "hours at the run's quiet speed"}
 # The figures' one writer (the format of the suffix, atomically): curves.save for `vit plot` and `vit compare`.
 save = figure_files.save
 _NEEDED = {"train": ("step", "epoch", "loss", "accuracy", "lr"), "eval": ("step", "epoch", "loss", "accuracy")}
@@ -73,6 +77,37 @@ def group(records: Sequence[dict[str, Any]]) -> Records:
     return grouped
 
 
+def quiet_speed(records: Records) -> float | None:
+    """The run's training speed on quiet cores, images/s: the QUIET_QUANTILE of its train records' images_per_s
+    (None where no record has one)."""
+    speeds = sorted(r["images_per_s"] for r in records["train"] if r.get("images_per_s"))
+    if not speeds:
+        return None
+    return speeds[min(len(speeds) - 1, int(QUIET_QUANTILE * len(speeds)))]
+
+
+def batch_size(workdir: str | Path) -> int:
+    """The run's training batch size, from the recipe in WORKDIR/config.json (`vit train` and `vit baseline` write it)."""
+    path = Path(workdir) / "config.json"
+    try:
+        size = json.loads(path.read_text())["recipe"]["batch_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        size = None
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"{path} holds no recipe batch size: the training time needs the config.json "
+                         "`vit train` or `vit baseline` wrote beside metrics.jsonl (or plot with --x epoch)")
+    return size
+
+
+def with_hours(records: Records, batch: int) -> Records:
+    """RECORDS with "hours" added: the training time each step took at the run's quiet speed (quiet_speed), so that
+    runs of different models and lengths compare at equal time on this machine, whatever else ran beside them."""
+    speed = quiet_speed(records)
+    if speed is None:
+        raise ValueError("the run's train records hold no images_per_s: its speed is unknown (plot with --x epoch)")
+    return {series: [{**r, "hours": r["step"] * batch / speed / 3600} for r in rs] for series, rs in records.items()}
+
+
 def default_labels(workdirs: Sequence[str | Path]) -> list[str]:
     """Each workdir's name, or as many of its last path parts as tell the runs apart (a/jax and b/jax)."""
     parts = [Path(w).resolve().parts for w in workdirs]
@@ -84,7 +119,8 @@ def default_labels(workdirs: Sequence[str | Path]) -> list[str]:
 
 
 def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Figure:
-    """Three panels with a shared x ("epoch" or "step"): loss, accuracy, learning rate; one colour per run."""
+    """Three panels with a shared x ("epoch", "step", or "hours" of with_hours's records): loss, accuracy,
+    learning rate; one colour per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,9 +143,9 @@ def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Fi
     # Colour tells the runs apart (loss panel's legend); the line style tells the splits apart (accuracy panel).
     for style, name in (("-", "train (augmented batches)"), ("o--", "validation"), ("s", "test")):
         ax_acc.plot([], [], style, color="grey", label=name)
-    ax_loss.set(xlabel=x, ylabel="loss", title="loss")
-    ax_acc.set(xlabel=x, ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    ax_lr.set(xlabel=x, ylabel="learning rate", title="learning rate")
+    ax_loss.set(xlabel=X_LABELS[x], ylabel="loss", title="loss")
+    ax_acc.set(xlabel=X_LABELS[x], ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    ax_lr.set(xlabel=X_LABELS[x], ylabel="learning rate", title="learning rate")
     for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning-rate")):
         ax.grid(alpha=0.3)
         _say_if_empty(ax, what)
@@ -133,14 +169,19 @@ def _say_if_empty(ax: Axes, what: str) -> None:
                 transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=10)
 
 
-def summary_line(label: str, records: Records, width: int = 0) -> str:
-    """Where a run ended: its last step, final train loss, last validation accuracy, test accuracy."""
+def summary_line(label: str, records: Records, width: int = 0, batch: int | None = None) -> str:
+    """Where a run ended: its last step, final train loss, last validation accuracy, test accuracy; given the run's
+    BATCH, also its training minutes at its quiet speed (quiet_speed)."""
     pct = lambda series: f"{100 * records[series][-1]['accuracy']:.2f}%" if records[series] else "-"
     train = records["train"]
     end = max((r for rs in records.values() for r in rs), key=lambda r: r["step"])
     loss = f"{train[-1]['loss']:.4f}" if train else "-"
-    return (f"{label:<{width}}  step {end['step']} (epoch {end['epoch']:.2f})  final train loss {loss}  "
+    line = (f"{label:<{width}}  step {end['step']} (epoch {end['epoch']:.2f})  final train loss {loss}  "
             f"validation accuracy {pct('validation')}  test accuracy {pct('test')}")
+    speed = quiet_speed(records)
+    if batch is not None and speed is not None:
+        line += f"  {end['step'] * batch / speed / 60:.0f} min of training at {speed:.0f} images/s"
+    return line
 
 
 def draw_sides(sides: Sequence[Any]) -> Figure:
