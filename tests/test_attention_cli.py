@@ -209,6 +209,7 @@ def test_embeddings_draws_a_row_per_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "learned position embedding, mean cosine similarity with the 4 neighbours" in printed
     assert "sincos2d position embedding" in printed
+    assert "row + column parts explain 100.0% of the position table's variance" in printed  # the sin-cos one
 
 
 def test_embeddings_of_a_one_channel_model_and_label_count(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 
 from vit_spec import ViTConfig, WeightsError, random_weights, sincos_2d
 from vit_spec.attention_maps import normalise_map, pooled_relevance, pooling_maps, rollout, upsample
-from vit_spec.embedding_maps import mosaic, patch_filter_components, position_similarity
+from vit_spec.embedding_maps import mosaic, patch_filter_components, position_similarity, row_column_parts
 
 TINY = dict(image_size=(16, 24), patch_size=4, num_classes=10, width=32, depth=3, heads=4, mlp_dim=64)
 
@@ -105,6 +105,41 @@ def test_similarity_reads_the_learned_table_without_the_cls_slot():
     a, b = table[3], table[10]
     expected = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
     assert s.reshape(24, 24)[3, 10] == pytest.approx(expected)
+
+
+def test_a_sincos_table_is_all_row_and_column_parts():
+    parts = row_column_parts({}, ViTConfig(**TINY, pos_embed="sincos2d"))
+    assert parts.share == pytest.approx(1.0, abs=1e-9)
+    assert parts.chance == pytest.approx((4 + 6 - 2) / (4 * 6 - 1))  # the 4 x 6 grid of TINY
+    assert parts.rows.shape == (4, 4) and parts.columns.shape == (6, 6)
+
+
+def test_random_vectors_put_the_chance_share_into_rows_and_columns():
+    config = ViTConfig(**{**TINY, "width": 4096, "heads": 4})
+    table = np.random.default_rng(0).normal(size=(1, 1 + 24, 4096))
+    parts = row_column_parts({"pos_embed": table}, config)
+    assert parts.share == pytest.approx(parts.chance, abs=0.02)
+
+
+def test_row_and_column_parts_tell_an_ordered_code_from_a_mirrored_one():
+    """Rows coded by their index (row 0 opposite row 3) and columns by their distance from the centre (column 0
+    like column 5, as horizontal flips teach): the parts' similarities say which."""
+    config = ViTConfig(**TINY)
+    gh, gw = config.grid
+    rng = np.random.default_rng(1)
+    u, v = rng.normal(size=(2, config.width))
+    grid = np.array([[i * u + abs(j - (gw - 1) / 2) * v for j in range(gw)] for i in range(gh)])
+    table = np.concatenate([rng.normal(size=(1, config.width)), grid.reshape(gh * gw, -1)])[None]  # [CLS] slot first
+    parts = row_column_parts({"pos_embed": table}, config)
+    assert parts.share == pytest.approx(1.0)
+    assert parts.rows[0, -1] == pytest.approx(-1.0) and parts.columns[0, -1] == pytest.approx(1.0)
+    assert parts.rows[0, 1] == pytest.approx(1.0)  # rows 0 and 1 both lie on the negative side of the mean row
+
+
+def test_row_and_column_parts_of_a_single_row_grid_or_a_constant_table_are_none():
+    assert row_column_parts({}, ViTConfig(**{**TINY, "image_size": (4, 24)}, pos_embed="sincos2d")) is None
+    config = ViTConfig(**TINY)
+    assert row_column_parts({"pos_embed": np.ones((1, 25, config.width))}, config) is None
 
 
 def test_the_sincos_table_in_a_file_and_the_computed_one_agree():

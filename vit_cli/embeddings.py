@@ -17,6 +17,7 @@ def _run(args: argparse.Namespace) -> int:
     from vit_figures.embeddings import draw, embeddings_of, locality
     from vit_figures.figure_files import figure_format
     from vit_spec import load_weights, resolve_weights_path
+    from vit_spec.embedding_maps import row_column_parts
 
     if args.labels and len(args.labels) != len(args.weights):
         raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.weights)} weights files: give one per file")
@@ -33,6 +34,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{path}: {config.pos_embed} position embedding, mean cosine similarity with the 4 neighbours "
               f"{neighbours:.3f}, with all other patches {others:.3f}; first {len(model.ratio)} filter components "
               f"explain {model.ratio.sum():.1%} of the variance")
+        parts = row_column_parts(weights, config)
+        if parts is not None:
+            print(f"  row + column parts explain {parts.share:.1%} of the position table's variance "
+                  f"({parts.chance:.1%} for random vectors, 100% for sin-cos); similarity of the first and last "
+                  f"row's parts {parts.rows[0, -1]:.2f}, of the first and last column's {parts.columns[0, -1]:.2f}")
     draw(args.out, models)
     print(f"wrote {args.out}")
     return 0

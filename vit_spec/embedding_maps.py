@@ -1,11 +1,13 @@
 """What a ViT's embedding learned, from its weights (numpy, the shared layout): the ViT paper's figure 7.
 
 Position similarity: the cosine similarity of each patch's position embedding with every other
-patch's. Patch filters: the principal components of the patch-embedding filters, as image tiles.
+patch's. Row/column parts: how much of the table is a part per row plus a part per column (the paper's
+"row-column structure"). Patch filters: the principal components of the patch-embedding filters, as image tiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 import numpy as np
@@ -40,6 +42,46 @@ def position_similarity(weights: Mapping[str, np.ndarray], config: ViTConfig) ->
     unit = pos / np.maximum(np.linalg.norm(pos, axis=1, keepdims=True), 1e-12)
     gh, gw = config.grid
     return (unit @ unit.T).reshape(gh, gw, gh, gw)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowColumnParts:
+    """A patch position table split as table[i, j] = mean + row[i] + column[j] + rest (a two-way analysis of
+    variance, per embedding dimension).
+
+    share: the fraction of the table's variance (about its mean) that row + column explain: 1 for a sin-cos
+    table (half its dimensions code the row, half the column); `chance` for independent random vectors.
+    rows, columns: the cosine similarity of the row parts (gh, gh) and of the column parts (gw, gw): whether
+    the table tells row 0 from row gh-1 (an ordered code falls with distance) or codes them alike.
+    """
+
+    share: float
+    chance: float
+    rows: np.ndarray
+    columns: np.ndarray
+
+
+def row_column_parts(weights: Mapping[str, np.ndarray], config: ViTConfig) -> RowColumnParts | None:
+    """The row and column parts of the patches' position embedding (RowColumnParts); None where there is nothing
+    to split: a grid of one row or one column, or a table whose patch rows are all equal."""
+    gh, gw = config.grid
+    if gh < 2 or gw < 2:
+        return None
+    table = patch_position_embeddings(weights, config).reshape(gh, gw, -1)
+    table = table - table.mean(axis=(0, 1))
+    total = float((table**2).sum())
+    if total <= 1e-12 * table.size:
+        return None
+    row, column = table.mean(axis=1), table.mean(axis=0)  # (gh, D), (gw, D): each centred already
+    share = (gw * float((row**2).sum()) + gh * float((column**2).sum())) / total
+    # Degrees of freedom: a random table puts (gh - 1) + (gw - 1) of its gh * gw - 1 into the two parts.
+    chance = (gh + gw - 2) / (gh * gw - 1)
+
+    def cosine(parts: np.ndarray) -> np.ndarray:
+        unit = parts / np.maximum(np.linalg.norm(parts, axis=1, keepdims=True), 1e-12)
+        return unit @ unit.T
+
+    return RowColumnParts(share, chance, cosine(row), cosine(column))
 
 
 def patch_filter_components(weights: Mapping[str, np.ndarray], config: ViTConfig, count: int = 28) -> tuple[np.ndarray, np.ndarray]:
