@@ -26,6 +26,11 @@ PARAM_TOL = {"float32": 1e-4, "float64": 1e-12}
 
 pytestmark = pytest.mark.xdist_group("training_run")
 
+# The tests train the tutorial model at half its depth and width (the same patches, tokens and head size): every
+# layer kind and a block feeding a block, at a sixth of the arithmetic (float64 on 2 CPU cores made the full model
+# a minute and more a run). training_report.py measures the full tutorial model.
+SMALL = dict(depth=2, width=64, heads=4, mlp_dim=128)
+
 
 def _cifar_batches(steps: int, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from train import data as data_lib
@@ -43,11 +48,11 @@ def batches():
     return _cifar_batches(STEPS // 2, BATCH)  # two epochs of the same examples, reshuffled
 
 
-def _runs(recipe_name: str, dtype: str, batches):
+def _runs(recipe_name: str, dtype: str, batches, **model: int):
     recipe = lockstep.lockstep_recipe(recipe_name, BATCH)
     if recipe_name == "default":
         recipe = recipe.replace(lr=2e-3, clip_norm=0.5)  # a rate that moves the weights, a clip that bites
-    config = ViTConfig.from_variant("tutorial", **dict(recipe.model_overrides))
+    config = ViTConfig.from_variant("tutorial", **model, **dict(recipe.model_overrides))
     weights = random_weights(config, seed=0)
     run = lambda fn: fn(config, recipe, weights, (batches * 2)[:STEPS], STEPS_PER_EPOCH, STEPS, dtype)
     return config, weights, run(torch_side.lockstep_steps), run(jax_side.lockstep_steps)
@@ -56,7 +61,8 @@ def _runs(recipe_name: str, dtype: str, batches):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("recipe_name", ["tutorial", "default"])
 def test_fifty_steps_agree(recipe_name, dtype, batches):
-    config, weights, (torch_metrics, torch_params), (jax_metrics, jax_params) = _runs(recipe_name, dtype, batches)
+    run = _runs(recipe_name, dtype, batches, **SMALL)
+    config, weights, (torch_metrics, torch_params), (jax_metrics, jax_params) = run
     torch_loss = np.array([m["loss"] for m in torch_metrics])
     jax_loss = np.array([m["loss"] for m in jax_metrics])
     rel = np.abs(jax_loss - torch_loss) / np.abs(torch_loss)
