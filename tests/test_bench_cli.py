@@ -4,6 +4,7 @@ No timed assertions: speeds depend on the machine and its neighbours.
 """
 
 import json
+import os
 
 import pytest
 
@@ -92,6 +93,8 @@ def test_smoke_run_writes_every_timing(smoke_report):
     assert set(report) >= {"machine", "peak", "settings", "rows", "seconds"}
     assert report["machine"]["torch_threads"] == report["machine"]["cpu_count"]
     assert set(report["machine"]["versions"]) >= {"jax", "jaxlib", "torch"}
+    # The suite's persistent compilation cache (tests/conftest.py) is recorded, as a user's would be.
+    assert report["machine"]["jax_compilation_cache"] == os.environ.get("JAX_COMPILATION_CACHE_DIR")
     for dtype in ("float32", "bfloat16"):
         peak = report["peak"][dtype]
         assert peak["gflops"] == max(peak["jax_gflops"], peak["torch_gflops"]) > 0

@@ -244,3 +244,15 @@ def test_compile_benchmark_reports_every_depth_and_layout():
     assert table.count("\n| 2 | scan+remat |") == 1 and "temp MiB" in table
     with pytest.raises(ValueError, match="unknown layouts"):
         measure_compile(depths=(1,), layouts=("unrolled",))
+
+
+def test_compile_figures_say_when_the_persistent_cache_may_have_served_them():
+    from vit_bench.compile import format_compile
+
+    result = {"device": "1 x cpu (cpu)", "jax": jax.__version__, "rows": [],
+              "shape": dict(width=16, heads=2, mlp_dim=32, image_size=8, patch_size=4, tokens=5, batch=2,
+                            dtype="float32", drop_path=0.1, repeats=3)}
+    assert "persistent compilation cache" not in format_compile({**result, "compilation_cache": None})
+    table = format_compile({**result, "compilation_cache": "/cache/jax"})
+    assert ("JAX's persistent compilation cache is on (/cache/jax): a program it held was loaded, not compiled; "
+            "unset JAX_COMPILATION_CACHE_DIR for compile times") in table.splitlines()[1]

@@ -177,6 +177,9 @@ def test_a_second_run_on_a_live_runs_workdir_is_refused_at_once(framework, folde
     cmd = command(folder, workdir, framework)
     first = start(cmd, cache)
     wait_until_training(first, workdir)
+    # Frozen, the first run stays live however long the second takes to start (a few seconds of imports, more
+    # than the first's remaining steps once its compile is cached) and the Ctrl-C below lands while it trains.
+    first.send_signal(signal.SIGSTOP)
     began = time.monotonic()
     exit_code, err = run(cmd, cache)
     assert exit_code == 2
@@ -184,6 +187,7 @@ def test_a_second_run_on_a_live_runs_workdir_is_refused_at_once(framework, folde
     assert "Traceback" not in err
     assert first.poll() is None, "the live run was disturbed"
     first.send_signal(signal.SIGINT)
+    first.send_signal(signal.SIGCONT)
     assert finish(first)[0] == 130
     exit_code, err = run(cmd, cache)  # the same command, once the first has ended, resumes
     assert exit_code == 0, err[-3000:]

@@ -121,8 +121,22 @@ def matmul(a: np.ndarray, b: np.ndarray, dtype: str) -> Callable[[], None]:
     return once
 
 
+def persistent_cache() -> str | None:
+    """The directory of JAX's persistent compilation cache where one is on (JAX_COMPILATION_CACHE_DIR): a
+    program it already holds is loaded rather than compiled, so compile seconds then measure the load."""
+    import jax
+
+    return jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None
+
+
+def persistent_cache_note(where: str | None) -> str:
+    """A line for a report whose compile seconds `persistent_cache()` may have turned into load seconds."""
+    return (f"JAX's persistent compilation cache is on ({where}): a program it held was loaded, not compiled; "
+            "unset JAX_COMPILATION_CACHE_DIR for compile times") if where else ""
+
+
 def machine_info() -> dict[str, Any]:
-    """JAX's devices, device kind and the versions of jax, jaxlib, flax and optax."""
+    """JAX's devices, device kind, persistent compilation cache and the versions of jax, jaxlib, flax and optax."""
     import jax
     import jaxlib
 
@@ -132,6 +146,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "devices": [str(d) for d in jax.devices()],
         "device_kind": jax.devices()[0].device_kind,
+        "compilation_cache": persistent_cache(),
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                      "optax": optax.__version__},
     }

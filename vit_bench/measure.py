@@ -133,6 +133,7 @@ def machine_info() -> dict[str, Any]:
         "load_average": load_average(),
         "jax_devices": jax_side["devices"],
         "jax_device_kind": jax_side["device_kind"],
+        "jax_compilation_cache": jax_side["compilation_cache"],
         "torch_device": torch_side["device"],
         "torch_threads": torch_side["threads"],
         "torch_interop_threads": torch_side["interop_threads"],
@@ -160,6 +161,10 @@ def format_header(machine: dict[str, Any], peak: dict[str, dict[str, Any]] | Non
         f"python {v['python']}",
         f"host memory: {machine.get('malloc', 'unknown')}",
     ]
+    if machine.get("jax_compilation_cache"):
+        from vit_bench.jax_runner import persistent_cache_note
+
+        lines.append(persistent_cache_note(machine["jax_compilation_cache"]))
     if peak:
         for dtype, p in peak.items():
             lines.append(
