@@ -129,10 +129,10 @@ def persistent_cache() -> str | None:
     return jax.config.jax_compilation_cache_dir if jax.config.jax_enable_compilation_cache else None
 
 
-def persistent_cache_note(where: str | None) -> str:
-    """A line for a report whose compile seconds `persistent_cache()` may have turned into load seconds."""
+def persistent_cache_note(where: str) -> str:
+    """The line for a report whose compile seconds the cache at `where` (persistent_cache()) may have served."""
     return (f"JAX's persistent compilation cache is on ({where}): a program it held was loaded, not compiled; "
-            "unset JAX_COMPILATION_CACHE_DIR for compile times") if where else ""
+            "unset JAX_COMPILATION_CACHE_DIR for compile times")
 
 
 def machine_info() -> dict[str, Any]:
