@@ -30,6 +30,7 @@ OUT_OF_RANGE = [
     (["eval", "w.safetensors", "--batch-size", "-5"], "argument --batch-size: must be at least 1, got -5"),
     (["train", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
     (["train", "--lr", "-0.001"], "argument --lr: must be above 0, got -0.001"),
+    (["plot", "run", "--x", "hours", "--speeds", "0", "--out", "c.png"], "argument --speeds: must be above 0, got 0"),
     (["train", "--lr", "nan"], "argument --lr: must be a finite number, got nan"),
     (["train", "--dropout", "1"], "argument --dropout: must be in [0, 1), got 1"),
     (["train", "--randaugment-magnitude", "11"], "argument --randaugment-magnitude: must be in [0, 10], got 11"),

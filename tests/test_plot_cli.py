@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from vit_cli.main import main
-from vit_figures.curves import default_labels, draw, quiet_speed, read_records, with_hours
+from vit_figures.curves import HOURS_AT_GIVEN_SPEEDS, default_labels, draw, quiet_speed, read_records, with_hours
 
 STEPS_PER_EPOCH = 10
 
@@ -141,6 +141,26 @@ def test_x_hours_puts_runs_at_equal_training_time_at_their_quiet_speeds(tmp_path
     assert out.is_file()
 
 
+def test_speeds_time_runs_made_on_days_of_different_machine_speed(tmp_path, capsys):
+    """--speeds replaces each run's own quiet speed: two runs logged on days the machine ran at different speeds
+    compare at the speeds one session measured for both."""
+    a, b = write_config(write_run(tmp_path / "a"), 40), write_config(write_run(tmp_path / "b"), 10)
+    out = tmp_path / "hours.png"
+    assert main(["plot", str(a), str(b), "--x", "hours", "--speeds", "200", "25", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()  # 30 steps of 40 images at 200/s; of 10 at 25/s: 6 and 12 s
+    assert lines[0].endswith("test accuracy 25.00%  0 min of training at 200 images/s"), lines[0]
+    assert lines[1].endswith("test accuracy 25.00%  0 min of training at 25 images/s"), lines[1]
+    timed = [with_hours(read_records(w), batch, speed) for w, batch, speed in ((a, 40, 200.0), (b, 10, 25.0))]
+    assert timed[0]["train"][-1]["hours"] == pytest.approx(6 / 3600)
+    assert timed[1]["train"][-1]["hours"] == pytest.approx(12 / 3600)
+    fig = draw(timed, ["a", "b"], x="hours", x_label=HOURS_AT_GIVEN_SPEEDS)
+    try:
+        assert [ax.get_xlabel() for ax in fig.axes] == ["hours at the speeds given (--speeds)"] * 3
+    finally:
+        plt.close(fig)
+    assert out.is_file()
+
+
 def test_the_summary_line_gives_the_training_minutes_where_the_batch_size_is_known(tmp_path, capsys):
     run = write_config(write_run(tmp_path / "run", epochs=60), batch_size=200)  # 600 steps of 200 images at 100/s
     assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
@@ -205,13 +225,17 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "too few labels": ([str(good), str(good), "--labels", "one"], "--labels gave 1 labels for 2 workdirs"),
         "too many labels": ([str(good), "--labels", "a", "b"], "--labels gave 2 labels for 1 workdirs"),
         "hours without config.json": ([str(good), "--x", "hours"], "config.json holds no recipe batch size"),
+        "speeds without --x hours": ([str(good), "--speeds", "300"], "--speeds times the runs for --x hours"),
+        "too few speeds": ([str(good), str(good), "--x", "hours", "--speeds", "300"],
+                           "--speeds gave 1 speeds for 2 workdirs"),
     }
     assert tuple(cases) == BAD_INPUTS
     return cases
 
 
 BAD_INPUTS = ("no workdir", "no metrics.jsonl", "empty", "blank lines only", "not JSON", "a bad complete last line",
-              "not an object", "a record without loss", "too few labels", "too many labels", "hours without config.json")
+              "not an object", "a record without loss", "too few labels", "too many labels", "hours without config.json",
+              "speeds without --x hours", "too few speeds")
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

@@ -23,6 +23,7 @@ _SERIES = ("train", "validation", "test")
 # cores is its faster records. Not the fastest one (a lucky stretch), not the median (which counts the slow ones).
 QUIET_QUANTILE = 0.9
 X_LABELS = {"epoch": "epoch", "step": "step", "hours": "hours at the run's quiet speed"}
+HOURS_AT_GIVEN_SPEEDS = "hours at the speeds given (--speeds)"
 # The figures' one writer (the format of the suffix, atomically): curves.save for `vit plot` and `vit compare`.
 save = figure_files.save
 _NEEDED = {"train": ("step", "epoch", "loss", "accuracy", "lr"), "eval": ("step", "epoch", "loss", "accuracy")}
@@ -99,12 +100,19 @@ def batch_size(workdir: str | Path) -> int:
     return size
 
 
-def with_hours(records: Records, batch: int) -> Records:
+def with_hours(records: Records, batch: int, speed: float | None = None) -> Records:
     """RECORDS with "hours" added: the training time each step took at the run's quiet speed (quiet_speed), so that
-    runs of different models and lengths compare at equal time on this machine, whatever else ran beside them."""
-    speed = quiet_speed(records)
+    runs of different models and lengths compare at equal time on this machine, whatever else ran beside them.
+
+    Args:
+        speed: images/s to time the run at instead, e.g. measured in one session alternating with the other runs
+            (where the runs ran on days of different machine speed, their own quiet speeds do not compare).
+    """
     if speed is None:
-        raise ValueError("the run's train records hold no images_per_s: its speed is unknown (plot with --x epoch)")
+        speed = quiet_speed(records)
+    if speed is None:
+        raise ValueError("the run's train records hold no images_per_s: its speed is unknown (plot with --x epoch, "
+                         "or give it with --speeds)")
     return {series: [{**r, "hours": r["step"] * batch / speed / 3600} for r in rs] for series, rs in records.items()}
 
 
@@ -118,9 +126,9 @@ def default_labels(workdirs: Sequence[str | Path]) -> list[str]:
     return [p[-1] for p in parts]  # the same workdir twice: nothing tells them apart
 
 
-def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Figure:
+def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch", x_label: str | None = None) -> Figure:
     """Three panels with a shared x ("epoch", "step", or "hours" of with_hours's records): loss, accuracy,
-    learning rate; one colour per run."""
+    learning rate; one colour per run. X_LABEL replaces the axis label X_LABELS gives X."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,9 +151,10 @@ def draw(runs: Sequence[Records], labels: Sequence[str], x: str = "epoch") -> Fi
     # Colour tells the runs apart (loss panel's legend); the line style tells the splits apart (accuracy panel).
     for style, name in (("-", "train (augmented batches)"), ("o--", "validation"), ("s", "test")):
         ax_acc.plot([], [], style, color="grey", label=name)
-    ax_loss.set(xlabel=X_LABELS[x], ylabel="loss", title="loss")
-    ax_acc.set(xlabel=X_LABELS[x], ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    ax_lr.set(xlabel=X_LABELS[x], ylabel="learning rate", title="learning rate")
+    x_label = x_label or X_LABELS[x]
+    ax_loss.set(xlabel=x_label, ylabel="loss", title="loss")
+    ax_acc.set(xlabel=x_label, ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    ax_lr.set(xlabel=x_label, ylabel="learning rate", title="learning rate")
     for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning-rate")):
         ax.grid(alpha=0.3)
         _say_if_empty(ax, what)
@@ -169,16 +178,17 @@ def _say_if_empty(ax: Axes, what: str) -> None:
                 transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=10)
 
 
-def summary_line(label: str, records: Records, width: int = 0, batch: int | None = None) -> str:
+def summary_line(label: str, records: Records, width: int = 0, batch: int | None = None,
+                 speed: float | None = None) -> str:
     """Where a run ended: its last step, final train loss, last validation accuracy, test accuracy; given the run's
-    BATCH, also its training minutes at its quiet speed (quiet_speed)."""
+    BATCH, also its training minutes at SPEED images/s (default: its quiet speed, quiet_speed)."""
     pct = lambda series: f"{100 * records[series][-1]['accuracy']:.2f}%" if records[series] else "-"
     train = records["train"]
     end = max((r for rs in records.values() for r in rs), key=lambda r: r["step"])
     loss = f"{train[-1]['loss']:.4f}" if train else "-"
     line = (f"{label:<{width}}  step {end['step']} (epoch {end['epoch']:.2f})  final train loss {loss}  "
             f"validation accuracy {pct('validation')}  test accuracy {pct('test')}")
-    speed = quiet_speed(records)
+    speed = speed or quiet_speed(records)
     if batch is not None and speed is not None:
         line += f"  {end['step'] * batch / speed / 60:.0f} min of training at {speed:.0f} images/s"
     return line
