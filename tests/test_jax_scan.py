@@ -222,13 +222,15 @@ def test_bfloat16_step_keeps_float32_params_and_optimizer_state(scan_blocks):
     assert metrics["loss"].dtype == jnp.float32 and np.isfinite(metrics["loss"])
     # The activations are bfloat16 (attention probabilities too, after a float32 softmax).
     x = jnp.asarray(rng.standard_normal((2, 32, 32, 3)), jnp.float32)
-    logits, inter = model.apply({"params": state.params}, x, return_intermediates=True)
+    # Jitted: op by op, bfloat16 on the CPU takes seconds per call.
+    apply = jax.jit(model.apply, static_argnames="return_intermediates")
+    logits, inter = apply({"params": state.params}, x, return_intermediates=True)
     assert logits.dtype == jnp.bfloat16
     for key in ("patch_embed", "embed", "encoded", "pooled"):
         assert inter[key].dtype == jnp.bfloat16, key
     assert {b.dtype for b in inter["blocks"] + inter["attn"]} == {jnp.dtype(jnp.bfloat16)}
     # ... and the gradients float32, as the parameters.
-    grads = jax.grad(lambda p: model.apply({"params": p}, x).astype(jnp.float32).sum())(state.params)
+    grads = jax.jit(jax.grad(lambda p: apply({"params": p}, x).astype(jnp.float32).sum()))(state.params)
     assert floats(grads) == {jnp.dtype(jnp.float32)}
 
 
