@@ -108,8 +108,7 @@ def with_hours(records: Records, batch: int, speed: float | None = None) -> Reco
         speed: images/s to time the run at instead, e.g. measured in one session alternating with the other runs
             (where the runs ran on days of different machine speed, their own quiet speeds do not compare).
     """
-    if speed is None:
-        speed = quiet_speed(records)
+    speed = speed or quiet_speed(records)
     if speed is None:
         raise ValueError("the run's train records hold no images_per_s: its speed is unknown (plot with --x epoch, "
                          "or give it with --speeds)")
